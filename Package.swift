@@ -1,0 +1,42 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "SignalWAL",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "SignalWAL", targets: ["SignalWAL"]),
+        .executable(name: "signalwal-demo", targets: ["signalwal-demo"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // Only what Swift cannot import well: liburing's inline functions, fallocate flags,
+        // O_DIRECT, and the SSE4.2 CRC32C intrinsic.
+        .target(
+            name: "CShims",
+            path: "CShims",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        .target(
+            name: "SignalWAL",
+            dependencies: [
+                "CShims",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // `make run`: appends, crashes itself, recovers and reports. The tests also use it as the
+        // child process of their crash and permission tests.
+        .executableTarget(
+            name: "signalwal-demo",
+            dependencies: ["SignalWAL"]
+        ),
+        .testTarget(
+            name: "SignalWALTests",
+            dependencies: ["SignalWAL", "CShims"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,247 @@
+/// The on-disk format, in one place: shared by the writer, the recovery scanner and the reader.
+/// `docs/FORMAT.md` describes the same bytes for people; keep the two in step.
+///
+/// All integers are little-endian.
+///
+/// A WAL directory:
+///
+///     segment-000001.wal      fixed-size segment files, numbered without reuse
+///     segment-000002.wal
+///     .checkpoint             consumer progress (32 bytes)
+///     .lock                   flock'ed by the owning process; holds its PID as text
+///     quarantine/             damaged bytes and segments moved aside by recovery
+///
+/// A segment file (``Format/segmentHeaderBlock`` bytes of header block, then records):
+///
+///     0                 64                4096                                      size
+///     +-----------------+-----------------+------------+------------+-----+-------+
+///     | segment header  | zero            | record     | record     | ... | zeros |
+///     +-----------------+-----------------+------------+------------+-----+-------+
+///
+/// Segment header (64 bytes):
+///
+///     0       8       12      16              24              32              40
+///     +-------+-------+-------+---------------+---------------+---------------+
+///     | magic "SGWALSEG"      |version|hdr len| sequence      | first LSN     |
+///     +-------+-------+-------+---------------+---------------+---------------+
+///     40              48              56      60      64
+///     +---------------+---------------+-------+-------+
+///     | segment size  | epoch         | rsvd  | CRC32C|   CRC over bytes 0..<60
+///     +---------------+---------------+-------+-------+
+///
+/// Record (8-byte aligned; occupies align8(24 + length) bytes):
+///
+///     0       4       8               16              24
+///     +-------+-------+---------------+---------------+-----------------+-----+
+///     |length | CRC32C| LSN           | epoch         | payload         | pad |
+///     +-------+-------+---------------+---------------+-----------------+-----+
+///
+/// The record CRC is CRC32C over the payload, then header bytes 0..<4, then 8..<24, so the
+/// payload's share can be computed before the LSN is known. An all-zero header ends the log.
+public enum Format {
+    /// The format version this build writes and reads.
+    public static let version: UInt32 = 1
+
+    // MARK: Segment
+
+    /// "SGWALSEG" read as a little-endian UInt64.
+    public static let segmentMagic: UInt64 = 0x4745_534C_4157_4753
+    /// Bytes at the start of each segment reserved for the header, so records start page-aligned
+    /// (which O_DIRECT writes need).
+    public static let segmentHeaderBlock = 4096
+    /// Bytes of the header that carry data; the rest of the block is zero.
+    public static let segmentHeaderSize = 64
+    public static let minimumSegmentSize = 1 << 20
+    public static let maximumSegmentSize = 1 << 30
+    public static let defaultSegmentSize = 64 << 20
+
+    // MARK: Record
+
+    public static let recordHeaderSize = 24
+    public static let recordAlignment = 8
+
+    /// Bytes a record with `payloadLength` bytes of payload occupies in a segment.
+    @inlinable
+    public static func recordSpan(payloadLength: Int) -> Int {
+        (recordHeaderSize + payloadLength + recordAlignment - 1) & ~(recordAlignment - 1)
+    }
+
+    /// The largest payload any segment of `segmentSize` bytes can hold.
+    public static func largestPayload(segmentSize: Int) -> Int {
+        segmentSize - segmentHeaderBlock - recordHeaderSize
+    }
+
+    // MARK: Checkpoint
+
+    /// "SGWALCKP" read as a little-endian UInt64.
+    public static let checkpointMagic: UInt64 = 0x504B_434C_4157_4753
+    public static let checkpointSize = 32
+
+    // MARK: Names
+
+    public static let checkpointFileName = ".checkpoint"
+    public static let lockFileName = ".lock"
+    public static let quarantineDirectoryName = "quarantine"
+    static let segmentPrefix = "segment-"
+    static let segmentSuffix = ".wal"
+    static let temporarySuffix = ".tmp"
+
+    /// `segment-000042.wal`: at least six digits, more when the sequence needs them.
+    public static func segmentFileName(_ sequence: UInt64) -> String {
+        var digits = String(sequence)
+        if digits.count < 6 { digits = String(repeating: "0", count: 6 - digits.count) + digits }
+        return segmentPrefix + digits + segmentSuffix
+    }
+
+    /// The sequence in a segment file name, or nil for any other name.
+    public static func segmentSequence(fromFileName name: String) -> UInt64? {
+        guard name.hasPrefix(segmentPrefix), name.hasSuffix(segmentSuffix) else { return nil }
+        let digits = name.dropFirst(segmentPrefix.count).dropLast(segmentSuffix.count)
+        guard digits.count >= 6, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        return UInt64(digits)
+    }
+
+    /// Where recovery puts the bytes of a damaged range of a segment.
+    public static func quarantineFileName(sequence: UInt64, offset: Int) -> String {
+        let name = segmentFileName(sequence)
+        return String(name.dropLast(segmentSuffix.count)) + "-offset-\(offset).bin"
+    }
+}
+
+/// The 64-byte header at the start of every segment file.
+public struct SegmentHeader: Sendable, Equatable {
+    public var version: UInt32 = Format.version
+    public var sequence: UInt64
+    /// LSN of the first record; 0 while the segment is a spare with no records yet.
+    public var firstLSN: UInt64
+    public var segmentSize: UInt64
+    /// Random per preparation of the file; records carry it so a stale record left from an
+    /// earlier life of a reused file never matches.
+    public var epoch: UInt64
+
+    public init(sequence: UInt64, firstLSN: UInt64, segmentSize: UInt64, epoch: UInt64) {
+        self.sequence = sequence
+        self.firstLSN = firstLSN
+        self.segmentSize = segmentSize
+        self.epoch = epoch
+    }
+
+    /// Why a header could not be decoded.
+    public enum DecodeFailure: Error, Equatable {
+        case badMagic
+        case badChecksum
+        case unsupportedVersion(UInt32)
+    }
+
+    public func encoded() -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: Format.segmentHeaderSize)
+        bytes.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: Format.segmentMagic.littleEndian, toByteOffset: 0, as: UInt64.self)
+            raw.storeBytes(of: version.littleEndian, toByteOffset: 8, as: UInt32.self)
+            raw.storeBytes(of: UInt32(Format.segmentHeaderSize).littleEndian, toByteOffset: 12, as: UInt32.self)
+            raw.storeBytes(of: sequence.littleEndian, toByteOffset: 16, as: UInt64.self)
+            raw.storeBytes(of: firstLSN.littleEndian, toByteOffset: 24, as: UInt64.self)
+            raw.storeBytes(of: segmentSize.littleEndian, toByteOffset: 32, as: UInt64.self)
+            raw.storeBytes(of: epoch.littleEndian, toByteOffset: 40, as: UInt64.self)
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<60]))
+            raw.storeBytes(of: crc.littleEndian, toByteOffset: 60, as: UInt32.self)
+        }
+        return bytes
+    }
+
+    public static func decode(_ raw: UnsafeRawBufferPointer) -> Result<SegmentHeader, DecodeFailure> {
+        guard raw.count >= Format.segmentHeaderSize else { return .failure(.badMagic) }
+        func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
+        func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
+        guard u64(0) == Format.segmentMagic else { return .failure(.badMagic) }
+        guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<60])) == u32(60) else {
+            return .failure(.badChecksum)
+        }
+        // Checked after the CRC: a version number is only believable in an intact header.
+        guard u32(8) == Format.version, u32(12) == UInt32(Format.segmentHeaderSize) else {
+            return .failure(.unsupportedVersion(u32(8)))
+        }
+        var header = SegmentHeader(sequence: u64(16), firstLSN: u64(24), segmentSize: u64(32), epoch: u64(40))
+        header.version = u32(8)
+        return .success(header)
+    }
+}
+
+/// The 24-byte header in front of every record's payload.
+public struct RecordHeader: Sendable, Equatable {
+    public var length: UInt32
+    public var crc: UInt32
+    public var lsn: UInt64
+    public var epoch: UInt64
+
+    public init(length: UInt32, crc: UInt32, lsn: UInt64, epoch: UInt64) {
+        self.length = length
+        self.crc = crc
+        self.lsn = lsn
+        self.epoch = epoch
+    }
+
+    /// Reads a header from the first 24 bytes of `raw` (no validation).
+    @inlinable
+    public static func load(from raw: UnsafeRawBufferPointer) -> RecordHeader {
+        RecordHeader(
+            length: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt32.self)),
+            crc: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self)),
+            lsn: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+            epoch: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+    }
+
+    @inlinable
+    public func store(to raw: UnsafeMutableRawBufferPointer) {
+        raw.storeBytes(of: length.littleEndian, toByteOffset: 0, as: UInt32.self)
+        raw.storeBytes(of: crc.littleEndian, toByteOffset: 4, as: UInt32.self)
+        raw.storeBytes(of: lsn.littleEndian, toByteOffset: 8, as: UInt64.self)
+        raw.storeBytes(of: epoch.littleEndian, toByteOffset: 16, as: UInt64.self)
+    }
+
+    /// All-zero: the end of the log (preallocated space reads this way).
+    @inlinable
+    public var isZero: Bool { length == 0 && crc == 0 && lsn == 0 && epoch == 0 }
+
+    /// The record CRC: the payload's CRC32C (computed by the caller, perhaps outside any lock)
+    /// extended over the header's length, LSN and epoch fields.
+    @inlinable
+    public static func checksum(payloadCRC: UInt32, length: UInt32, lsn: UInt64, epoch: UInt64) -> UInt32 {
+        var fields: (UInt32, UInt64, UInt64) = (length.littleEndian, lsn.littleEndian, epoch.littleEndian)
+        return withUnsafeBytes(of: &fields) { raw in
+            // The tuple is laid out as 4 bytes, 4 of padding, 8, 8: hash around the padding.
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<4]), extending: payloadCRC)
+            return CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[8..<24]), extending: crc)
+        }
+    }
+}
+
+/// The `.checkpoint` file: the highest LSN every consumer has processed.
+public struct CheckpointRecord: Sendable, Equatable {
+    public var lsn: UInt64
+
+    public init(lsn: UInt64) { self.lsn = lsn }
+
+    public func encoded() -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: Format.checkpointSize)
+        bytes.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: Format.checkpointMagic.littleEndian, toByteOffset: 0, as: UInt64.self)
+            raw.storeBytes(of: Format.version.littleEndian, toByteOffset: 8, as: UInt32.self)
+            raw.storeBytes(of: lsn.littleEndian, toByteOffset: 16, as: UInt64.self)
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<24]))
+            raw.storeBytes(of: crc.littleEndian, toByteOffset: 24, as: UInt32.self)
+        }
+        return bytes
+    }
+
+    public static func decode(_ raw: UnsafeRawBufferPointer) -> Result<CheckpointRecord, SegmentHeader.DecodeFailure> {
+        guard raw.count == Format.checkpointSize,
+              UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)) == Format.checkpointMagic
+        else { return .failure(.badMagic) }
+        let crc = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
+        guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<24])) == crc else { return .failure(.badChecksum) }
+        let version = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        guard version == Format.version else { return .failure(.unsupportedVersion(version)) }
+        return .success(CheckpointRecord(lsn: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))))
+    }
+}

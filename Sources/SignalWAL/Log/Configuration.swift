@@ -1,0 +1,70 @@
+import Logging
+
+/// A log sequence number: 1 for the first record ever appended, then one more per record.
+public typealias LSN = UInt64
+
+/// When an append is acknowledged, and so what a crash can take away.
+public enum DurabilityPolicy: Sendable, Equatable {
+    /// Acknowledge after a flush (fdatasync) covering the record has completed. Many appenders
+    /// share one flush. A crash, power cut included, loses nothing acknowledged. The default.
+    case groupCommit
+    /// Acknowledge after the record is copied into the segment; flush every `interval`.
+    /// A power cut can lose what was acknowledged within the last interval; a process crash
+    /// loses nothing (the page cache survives it).
+    case interval(Duration)
+    /// Acknowledge after the copy and never flush explicitly; the kernel writes back when it
+    /// likes. For benchmarks and throwaway data.
+    case none
+}
+
+/// How a ``WAL`` lays out and flushes its segments.
+public struct Configuration: Sendable {
+    /// Size of every segment file, from 1 MiB to 1 GiB, a multiple of 4 KiB. Default 64 MiB.
+    public var segmentSize: Int = Format.defaultSegmentSize
+    /// Largest payload one record may carry. Default: a quarter of the segment size. At most
+    /// the segment size minus its header block and one record header.
+    public var maxRecordSize: Int?
+    /// Prepared segments kept ready ahead of need, so appends never wait for allocation in
+    /// steady state. Up to as many segments below the checkpoint are also kept for reuse.
+    /// Default 2.
+    public var spareSegments: Int = 2
+    public var durability: DurabilityPolicy = .groupCommit
+    /// Use io_uring where the kernel allows it (segment preparation). Falls back to plain
+    /// system calls, with one log line saying why, when it does not.
+    public var useIOURing: Bool = true
+    public var logger: Logger = Logger(label: "signalwal")
+
+    public init() {}
+
+    public init(segmentSize: Int = Format.defaultSegmentSize, maxRecordSize: Int? = nil, spareSegments: Int = 2,
+                durability: DurabilityPolicy = .groupCommit, logger: Logger = Logger(label: "signalwal")) {
+        self.segmentSize = segmentSize
+        self.maxRecordSize = maxRecordSize
+        self.spareSegments = spareSegments
+        self.durability = durability
+        self.logger = logger
+    }
+
+    /// The record size limit in force.
+    public var effectiveMaxRecordSize: Int { maxRecordSize ?? segmentSize / 4 }
+
+    func validate(directory: String) throws {
+        func invalid(_ hint: String) -> WALError {
+            WALError(.invalidArgument, path: directory, operation: "open", hint: hint)
+        }
+        guard segmentSize >= Format.minimumSegmentSize, segmentSize <= Format.maximumSegmentSize,
+              segmentSize % 4096 == 0 else {
+            throw invalid("segmentSize \(segmentSize) is out of range: use a multiple of 4096 from \(Format.minimumSegmentSize) (1 MiB) to \(Format.maximumSegmentSize) (1 GiB).")
+        }
+        let largest = Format.largestPayload(segmentSize: segmentSize)
+        guard effectiveMaxRecordSize > 0, effectiveMaxRecordSize <= largest else {
+            throw invalid("maxRecordSize \(effectiveMaxRecordSize) is out of range: use 1 to \(largest) bytes for \(segmentSize)-byte segments.")
+        }
+        guard spareSegments >= 1, spareSegments <= 64 else {
+            throw invalid("spareSegments \(spareSegments) is out of range: use 1 to 64.")
+        }
+        if case .interval(let interval) = durability, interval <= .zero {
+            throw invalid("the flush interval must be positive.")
+        }
+    }
+}

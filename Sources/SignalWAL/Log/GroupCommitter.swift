@@ -1,0 +1,244 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+
+/// Where the log ends: the last LSN and the byte just past it in its segment.
+struct LogPosition: Sendable, Equatable {
+    var lsn: LSN
+    var segment: UInt64
+    var offset: Int
+}
+
+/// Flushes appended records on a dedicated thread and wakes whoever waits for them.
+///
+/// While one flush (fdatasync of each segment written since the last one) is in flight, later
+/// appends accumulate, and the next flush covers all of them: that is group commit. The durable
+/// LSN only moves after a flush has completed, and only to what that flush covered.
+///
+/// A failed flush is final (PostgreSQL's "fsyncgate" lesson): the kernel may already have
+/// dropped the dirty pages, so retrying could report success for data that is gone. Every
+/// waiter and every later append gets ``WALError/Kind/flushFailed`` until the WAL is reopened
+/// and recovery re-reads what is really on disk.
+final class GroupCommitter: Sendable {
+    struct Waiter {
+        var lsn: LSN
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+    struct Follower {
+        var id: UInt64
+        var after: LSN
+        var continuation: CheckedContinuation<Bool, Never>
+    }
+    struct State {
+        var written: LogPosition
+        var durable: LogPosition
+        /// Segments written since the last flush started, oldest first.
+        var dirty: [Segment] = []
+        var failure: WALError?
+        var stopping = false
+        var stopped = false
+        var waiters: [Waiter] = []
+        var followers: [Follower] = []
+        var nextFollowerID: UInt64 = 0
+        var flushes = 0
+        var recordsFlushed: UInt64 = 0
+    }
+
+    let policy: DurabilityPolicy
+    let logger: Logger
+    let directory: String
+    private let state: ConditionLock<State>
+    private let thread = ConditionLock<pthread_t?>(nil)
+
+    init(start: LogPosition, policy: DurabilityPolicy, directory: String, logger: Logger) {
+        self.policy = policy
+        self.logger = logger
+        self.directory = directory
+        state = ConditionLock(State(written: start, durable: start))
+    }
+
+    func start() {
+        let box = Unmanaged.passRetained(self)
+        var handle = pthread_t()
+        let rc = pthread_create(&handle, nil, { raw in
+            let committer = Unmanaged<GroupCommitter>.fromOpaque(raw!).takeRetainedValue()
+            committer.run()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0, "pthread_create failed for the group committer: \(rc)")
+        thread.withLock { $0 = handle }
+    }
+
+    /// What readers may see: flushed records, or under `.none` every copied record.
+    var visible: LogPosition {
+        state.withLock { policy == .none ? $0.written : $0.durable }
+    }
+
+    var durable: LogPosition { state.withLock { $0.durable } }
+
+    var statistics: (flushes: Int, recordsFlushed: UInt64) { state.withLock { ($0.flushes, $0.recordsFlushed) } }
+
+    /// The sticky flush failure, if any.
+    var failure: WALError? { state.withLock { $0.failure } }
+
+    /// Called by the appender, under its lock and after the copy, for the last record copied.
+    func noteWritten(_ position: LogPosition, in segment: Segment) {
+        var wake: [Follower] = []
+        state.withLock { value in
+            value.written = position
+            if value.dirty.last !== segment { value.dirty.append(segment) }
+            if policy == .none { wake = takeFollowers(&value, upTo: position.lsn) }
+        }
+        if policy == .groupCommit { state.broadcast() }
+        for follower in wake { follower.continuation.resume(returning: true) }
+    }
+
+    /// Blocks the calling thread until `lsn` is durable (or the flush failed, or the WAL closed).
+    func waitDurable(_ lsn: LSN) throws {
+        let failure: WALError? = state.wait(until: { $0.durable.lsn >= lsn || $0.failure != nil || $0.stopped }) { value in
+            if value.durable.lsn >= lsn { return nil }
+            return value.failure ?? closedError()
+        }
+        if let failure { throw failure }
+    }
+
+    /// Suspends until `lsn` is durable, without blocking a thread of the cooperative pool.
+    func durable(_ lsn: LSN) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let outcome: Result<Void, WALError>? = state.withLock { value in
+                if value.durable.lsn >= lsn { return .success(()) }
+                if let failure = value.failure { return .failure(failure) }
+                if value.stopped { return .failure(closedError()) }
+                value.waiters.append(Waiter(lsn: lsn, continuation: continuation))
+                return nil
+            }
+            if let outcome { continuation.resume(with: outcome) }
+        }
+    }
+
+    /// Suspends until a record after `lsn` is visible to readers. Returns false when the WAL
+    /// closed or the task was cancelled.
+    func waitVisible(after lsn: LSN) async -> Bool {
+        let id = state.withLock { value -> UInt64 in value.nextFollowerID += 1; return value.nextFollowerID }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let immediate: Bool? = state.withLock { value in
+                    let visibleLSN = policy == .none ? value.written.lsn : value.durable.lsn
+                    if visibleLSN > lsn { return true }
+                    if value.stopped || value.failure != nil || Task.isCancelled { return false }
+                    value.followers.append(Follower(id: id, after: lsn, continuation: continuation))
+                    return nil
+                }
+                if let immediate { continuation.resume(returning: immediate) }
+            }
+        } onCancel: {
+            let cancelled = state.withLock { value -> Follower? in
+                guard let index = value.followers.firstIndex(where: { $0.id == id }) else { return nil }
+                return value.followers.remove(at: index)
+            }
+            cancelled?.continuation.resume(returning: false)
+        }
+    }
+
+    private func closedError() -> WALError {
+        WALError(.closed, path: directory, operation: "append", hint: "The WAL was closed: open it again to continue.")
+    }
+
+    private func takeFollowers(_ value: inout State, upTo lsn: LSN) -> [Follower] {
+        guard !value.followers.isEmpty else { return [] }
+        let ready = value.followers.filter { $0.after < lsn }
+        value.followers.removeAll { $0.after < lsn }
+        return ready
+    }
+
+    /// Flushes everything written, then stops the thread. Returns the final flush's failure.
+    func stop() -> WALError? {
+        state.withLock { $0.stopping = true }
+        state.broadcast()
+        if let handle = thread.withLock({ value -> pthread_t? in defer { value = nil }; return value }) {
+            pthread_join(handle, nil)
+        }
+        return state.withLock { $0.failure }
+    }
+
+    private func run() {
+        while true {
+            var interval: Int? = nil
+            if case .interval(let duration) = policy {
+                let parts = duration.components
+                interval = Int(parts.seconds) * 1_000_000_000 + Int(parts.attoseconds / 1_000_000_000)
+            }
+            let job: (target: LogPosition, segments: [Segment])? = state.wait(until: { value in
+                switch policy {
+                case .groupCommit: return value.stopping || value.written.lsn > value.durable.lsn
+                case .interval, .none: return value.stopping
+                }
+            }, timeoutNanoseconds: interval) { value in
+                guard value.failure == nil, value.written.lsn > value.durable.lsn || !value.dirty.isEmpty else { return nil }
+                // The next copy into the active segment lists it again (see noteWritten).
+                let segments = value.dirty
+                value.dirty = []
+                return (value.written, segments)
+            }
+            if let job { flush(job.target, job.segments) }
+            let done = state.withLock { value -> Bool in
+                guard value.stopping else { return false }
+                // Leave only when everything written has been flushed (or flushing failed).
+                return value.failure != nil || (value.written.lsn == value.durable.lsn && value.dirty.isEmpty)
+            }
+            if done { break }
+        }
+        let (waiters, followers) = state.withLock { value -> ([Waiter], [Follower]) in
+            value.stopped = true
+            defer { value.waiters = []; value.followers = [] }
+            return (value.waiters, value.followers)
+        }
+        state.broadcast()
+        let error = failure ?? closedError()
+        for waiter in waiters { waiter.continuation.resume(throwing: error) }
+        for follower in followers { follower.continuation.resume(returning: false) }
+    }
+
+    private func flush(_ target: LogPosition, _ segments: [Segment]) {
+        var failed: WALError? = nil
+        for segment in segments {
+            do {
+                try segment.flush()
+            } catch {
+                let cause = error as? WALError
+                failed = WALError(.flushFailed, path: segment.path, operation: "fdatasync", errno: cause?.errno ?? 0,
+                                  hint: "Flushing the WAL failed, so nothing written since the last good flush is acknowledged; the kernel may have dropped those pages, so SignalWAL will not retry. Check the device (dmesg), then reopen the WAL: recovery keeps everything that is really on disk.")
+                break
+            }
+        }
+        var resume: [Waiter] = []
+        var fail: [Waiter] = []
+        var wake: [Follower] = []
+        var dropped: [Follower] = []
+        state.withLock { value in
+            if let failed {
+                value.failure = failed
+                fail = value.waiters
+                value.waiters = []
+                dropped = value.followers
+                value.followers = []
+                return
+            }
+            value.flushes += 1
+            value.recordsFlushed += target.lsn - value.durable.lsn
+            value.durable = target
+            resume = value.waiters.filter { $0.lsn <= target.lsn }
+            value.waiters.removeAll { $0.lsn <= target.lsn }
+            if policy != .none { wake = takeFollowers(&value, upTo: target.lsn) }
+        }
+        state.broadcast()
+        if let failed {
+            logger.critical("a flush failed; the WAL refuses appends until it is reopened", metadata: ["error": "\(failed)"])
+        }
+        for waiter in resume { waiter.continuation.resume() }
+        for waiter in fail { waiter.continuation.resume(throwing: failed!) }
+        for follower in wake { follower.continuation.resume(returning: true) }
+        for follower in dropped { follower.continuation.resume(returning: false) }
+    }
+}

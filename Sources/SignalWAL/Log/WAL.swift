@@ -1,0 +1,354 @@
+import Logging
+import Synchronization
+
+/// A write-ahead log in one directory of fixed-size, preallocated, memory-mapped segment files.
+///
+/// ```swift
+/// let wal = try WAL.open(directory: ".wal/acceptor")
+/// let lsn = try wal.append(Array("hello".utf8))     // returns once durable (group commit)
+/// for record in wal.records(from: wal.checkpointLSN + 1) { handle(record) }
+/// try wal.checkpoint(upTo: lsn)                       // consumers are done up to here
+/// try wal.close()
+/// ```
+///
+/// Appends are safe from any number of threads and tasks. The synchronous `append` blocks the
+/// calling thread until the record is durable under ``Configuration/durability``; the `async`
+/// form suspends instead. Readers only ever see records that are durable (under `.none`, that
+/// have been copied).
+public final class WAL: Sendable {
+    struct AppendState {
+        var active: Segment?
+        var offset: Int
+        var nextLSN: LSN
+        var closed = false
+    }
+    struct Catalog {
+        /// Segments holding live records, oldest first; the last is the active segment.
+        var segments: [SegmentInfo]
+        var checkpoint: LSN
+    }
+
+    /// The directory this WAL lives in.
+    public let directory: String
+    public let configuration: Configuration
+    /// What recovery found when this WAL opened.
+    public let recoveryReport: RecoveryReport
+
+    let committer: GroupCommitter
+    let allocator: SegmentAllocator
+    private let lock: DirectoryLock
+    private let appendState: Mutex<AppendState>
+    let catalog: Mutex<Catalog>
+    private let checkpointGate = Mutex<Void>(())
+    private let isClosed = Atomic<Bool>(false)
+    let maxRecordSize: Int
+    /// Bound on records per `append(contentsOf:)` call, so one call cannot hold the append lock
+    /// for an unbounded time.
+    public static let maxBatchCount = 65_536
+
+    private init(directory: String, configuration: Configuration, lock: DirectoryLock, recovered: RecoveredState) {
+        self.directory = directory
+        self.configuration = configuration
+        self.lock = lock
+        self.recoveryReport = recovered.report
+        self.maxRecordSize = configuration.effectiveMaxRecordSize
+        let activeInfo = recovered.segments.last
+        let offset = recovered.active != nil ? activeInfo!.endOffset : Format.segmentHeaderBlock
+        appendState = Mutex(AppendState(active: recovered.active, offset: offset, nextLSN: recovered.nextLSN))
+        catalog = Mutex(Catalog(segments: recovered.segments, checkpoint: recovered.checkpointLSN))
+        let start = LogPosition(lsn: recovered.nextLSN - 1, segment: activeInfo?.sequence ?? 0, offset: offset)
+        committer = GroupCommitter(start: start, policy: configuration.durability, directory: directory,
+                                   logger: configuration.logger)
+        allocator = SegmentAllocator(directory: directory, segmentSize: configuration.segmentSize,
+                                     spares: configuration.spareSegments, nextSequence: recovered.nextSequence,
+                                     ready: recovered.spares, reusable: recovered.reusable,
+                                     useIOURing: configuration.useIOURing, logger: configuration.logger)
+    }
+
+    /// Opens (creating if needed) the WAL in `directory` and recovers it.
+    ///
+    /// Creates missing directories (fsyncing each parent), takes an exclusive lock on
+    /// `<directory>/.lock`, recovers (see ``RecoveryReport``) and starts the background segment
+    /// allocator and committer. Throws ``WALError`` naming the path and the fix when the
+    /// directory cannot be used, another process holds it, or its files need a newer version.
+    public static func open(directory: String, configuration: Configuration = Configuration()) throws -> WAL {
+        var path = directory.isEmpty ? "." : directory
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        try configuration.validate(directory: path)
+        try FileSystem.createDirectories(path)
+        let lock = try DirectoryLock.acquire(directory: path)
+        do {
+            let recovered = try Recovery(directory: path, configuration: configuration).run()
+            let wal = WAL(directory: path, configuration: configuration, lock: lock, recovered: recovered)
+            wal.allocator.start()
+            wal.committer.start()
+            configuration.logger.info("opened WAL", metadata: [
+                "directory": "\(path)", "next_lsn": "\(recovered.nextLSN)", "checkpoint": "\(recovered.checkpointLSN)",
+                "segments": "\(recovered.segments.count)", "records_recovered": "\(recovered.report.recordsRecovered)",
+                "clean": "\(recovered.report.isClean)"])
+            return wal
+        } catch {
+            lock.release()
+            throw error
+        }
+    }
+
+    deinit {
+        if !isClosed.load(ordering: .acquiring) { try? close() }
+    }
+
+    // MARK: Appending
+
+    /// Appends one record and returns its LSN once it is durable under the configured policy.
+    /// Blocks the calling thread while it waits; use the `async` overload from tasks.
+    @discardableResult
+    public func append<Bytes: Collection>(_ payload: Bytes) throws -> LSN where Bytes.Element == UInt8 {
+        let lsn = try enqueue(payload)
+        try waitUntilDurable(lsn)
+        return lsn
+    }
+
+    /// Appends one record and returns its LSN once it is durable under the configured policy,
+    /// suspending (not blocking a thread) while the flush runs.
+    @discardableResult
+    public func append<Bytes: Collection>(_ payload: Bytes) async throws -> LSN where Bytes.Element == UInt8 {
+        let lsn = try enqueue(payload)
+        try await waitUntilDurable(lsn)
+        return lsn
+    }
+
+    /// Appends records with consecutive LSNs in one call, all or none, and returns their range
+    /// once the last is durable under the configured policy.
+    @discardableResult
+    public func append<Bytes: Collection>(contentsOf payloads: [Bytes]) throws -> ClosedRange<LSN> where Bytes.Element == UInt8 {
+        let range = try enqueue(contentsOf: payloads)
+        try waitUntilDurable(range.upperBound)
+        return range
+    }
+
+    @discardableResult
+    public func append<Bytes: Collection>(contentsOf payloads: [Bytes]) async throws -> ClosedRange<LSN> where Bytes.Element == UInt8 {
+        let range = try enqueue(contentsOf: payloads)
+        try await waitUntilDurable(range.upperBound)
+        return range
+    }
+
+    /// Copies a record into the log and returns its LSN without waiting for it to be durable.
+    /// Pair with ``waitUntilDurable(_:)``; nothing is acknowledged until that returns.
+    public func enqueue<Bytes: Collection>(_ payload: Bytes) throws -> LSN where Bytes.Element == UInt8 {
+        if let range = try payload.withContiguousStorageIfAvailable({ buffer in
+            try copyIn(count: 1) { _ in UnsafeRawBufferPointer(buffer) }
+        }) {
+            return range.lowerBound
+        }
+        return try Array(payload).withUnsafeBytes { raw in try copyIn(count: 1) { _ in raw } }.lowerBound
+    }
+
+    /// Copies a batch of records with consecutive LSNs, all or none, without waiting.
+    public func enqueue<Bytes: Collection>(contentsOf payloads: [Bytes]) throws -> ClosedRange<LSN> where Bytes.Element == UInt8 {
+        // One contiguous copy of the batch, so every payload can be viewed without nesting.
+        var joined: [UInt8] = []
+        var bounds: [Int] = [0]
+        bounds.reserveCapacity(payloads.count + 1)
+        for payload in payloads {
+            joined.append(contentsOf: payload)
+            bounds.append(joined.count)
+        }
+        return try joined.withUnsafeBytes { raw in
+            try copyIn(count: payloads.count) { UnsafeRawBufferPointer(rebasing: raw[bounds[$0]..<bounds[$0 + 1]]) }
+        }
+    }
+
+    /// Blocks until `lsn` is durable under the configured policy (at once for `.interval` and
+    /// `.none`, which acknowledge after the copy).
+    public func waitUntilDurable(_ lsn: LSN) throws {
+        guard configuration.durability == .groupCommit else { return }
+        try committer.waitDurable(lsn)
+    }
+
+    /// Suspends until `lsn` is durable under the configured policy.
+    public func waitUntilDurable(_ lsn: LSN) async throws {
+        guard configuration.durability == .groupCommit else { return }
+        try await committer.durable(lsn)
+    }
+
+    /// Reserves space, copies and checksums `count` records under the append lock, and tells
+    /// the committer. Space for the whole batch (new segments included) is secured before any
+    /// byte is written, so a full disk fails the batch without writing part of it.
+    private func copyIn(count: Int, payload: (Int) -> UnsafeRawBufferPointer) throws -> ClosedRange<LSN> {
+        guard count > 0, count <= WAL.maxBatchCount else {
+            throw WALError(.invalidArgument, path: directory, operation: "append",
+                           hint: "A batch must hold 1 to \(WAL.maxBatchCount) records; this one has \(count). Split it.")
+        }
+        // Check before writing: sizes, then the payload CRCs, outside the lock.
+        var single: UInt32 = 0
+        var crcs: [UInt32] = []
+        if count > 1 { crcs.reserveCapacity(count) }
+        for index in 0..<count {
+            let bytes = payload(index)
+            guard bytes.count <= maxRecordSize else {
+                throw WALError(.recordTooLarge(size: bytes.count, limit: maxRecordSize), path: directory, operation: "append",
+                               hint: "The record is \(bytes.count) bytes; the limit is \(maxRecordSize) bytes (maxRecordSize, at most a quarter of the \(configuration.segmentSize)-byte segment by default). Split the record or raise maxRecordSize.")
+            }
+            let crc = CRC32C.checksum(bytes)
+            if count == 1 { single = crc } else { crcs.append(crc) }
+        }
+        return try appendState.withLock { state throws -> ClosedRange<LSN> in
+            guard !state.closed else { throw closedError(operation: "append") }
+            if let failure = committer.failure { throw failure }
+            // Segments this batch will need beyond the active one, taken before writing.
+            var spares: [Segment] = []
+            var probe = state.active == nil ? Int.max : state.offset
+            var probeSize = state.active?.size ?? 0
+            for index in 0..<count {
+                let span = Format.recordSpan(payloadLength: payload(index).count)
+                if probe == Int.max || probe + span > probeSize {
+                    do {
+                        spares.append(try allocator.takeSpare())
+                    } catch {
+                        allocator.giveBack(spares)
+                        throw error
+                    }
+                    probe = Format.segmentHeaderBlock
+                    probeSize = spares.last!.size
+                }
+                probe += span
+            }
+            let first = state.nextLSN
+            for index in 0..<count {
+                let bytes = payload(index)
+                let span = Format.recordSpan(payloadLength: bytes.count)
+                if state.active == nil || state.offset + span > state.active!.size {
+                    switchSegment(&state, to: spares.removeFirst())
+                }
+                let segment = state.active!
+                let lsn = state.nextLSN
+                if state.offset == Format.segmentHeaderBlock {
+                    segment.writeHeader(firstLSN: lsn)
+                    setFirstLSN(lsn, of: segment.sequence)
+                }
+                let crc = RecordHeader.checksum(payloadCRC: count == 1 ? single : crcs[index], length: UInt32(bytes.count),
+                                                lsn: lsn, epoch: segment.epoch)
+                write(RecordHeader(length: UInt32(bytes.count), crc: crc, lsn: lsn, epoch: segment.epoch),
+                      payload: bytes, span: span, into: segment, at: state.offset)
+                state.offset += span
+                state.nextLSN += 1
+            }
+            precondition(spares.isEmpty, "batch layout and segment switches disagree")
+            let last = state.nextLSN - 1
+            committer.noteWritten(LogPosition(lsn: last, segment: state.active!.sequence, offset: state.offset), in: state.active!)
+            return first...last
+        }
+    }
+
+    private func write(_ header: RecordHeader, payload: UnsafeRawBufferPointer, span: Int, into segment: Segment, at offset: Int) {
+        let mapping = segment.mapping
+        precondition(offset >= Format.segmentHeaderBlock && offset % Format.recordAlignment == 0 && offset + span <= segment.size,
+                     "record placement out of bounds")
+        header.store(to: UnsafeMutableRawBufferPointer(start: mapping.base + offset, count: Format.recordHeaderSize))
+        mapping.store(payload, at: offset + Format.recordHeaderSize)
+        let padding = span - Format.recordHeaderSize - payload.count
+        if padding > 0 { mapping.zero(offset + Format.recordHeaderSize + payload.count, padding) }
+    }
+
+    /// Seals the active segment (its catalog entry gets its final end) and makes `next` active.
+    private func switchSegment(_ state: inout AppendState, to next: Segment) {
+        let sealedOffset = state.offset
+        let lastLSN = state.nextLSN - 1
+        catalog.withLock { catalog in
+            if let sealed = state.active, let index = catalog.segments.lastIndex(where: { $0.sequence == sealed.sequence }) {
+                catalog.segments[index].endOffset = sealedOffset
+                catalog.segments[index].lastLSN = lastLSN
+            }
+            catalog.segments.append(SegmentInfo(sequence: next.sequence, path: next.path, epoch: next.epoch, size: next.size,
+                                                firstLSN: 0, lastLSN: 0, endOffset: Format.segmentHeaderBlock))
+        }
+        // The sealed segment is already on the committer's dirty list if it holds unflushed
+        // records; the committer drops its mapping after flushing it. Readers map their own.
+        state.active = next
+        state.offset = Format.segmentHeaderBlock
+    }
+
+    private func setFirstLSN(_ lsn: LSN, of sequence: UInt64) {
+        catalog.withLock { catalog in
+            if let index = catalog.segments.lastIndex(where: { $0.sequence == sequence }) {
+                catalog.segments[index].firstLSN = lsn
+            }
+        }
+    }
+
+    // MARK: State
+
+    /// The LSN the next record will get.
+    public var nextLSN: LSN { appendState.withLock { $0.nextLSN } }
+    /// The highest LSN on stable storage.
+    public var durableLSN: LSN { committer.durable.lsn }
+    /// The highest LSN readers may see.
+    public var visibleLSN: LSN { committer.visible.lsn }
+    /// The highest LSN consumers have checkpointed.
+    public var checkpointLSN: LSN { catalog.withLock { $0.checkpoint } }
+    /// The segment files holding live records, oldest first.
+    public var liveSegmentPaths: [String] { catalog.withLock { $0.segments.map(\.path) } }
+    /// Flushes done since open.
+    public var flushCount: Int { committer.statistics.flushes }
+
+    // MARK: Checkpoint
+
+    /// Records that consumers have processed every record up to and including `lsn`.
+    ///
+    /// The checkpoint is written atomically (temporary file, fsync, rename, fsync of the
+    /// directory) before any segment is released. Segments whose records are all at or below
+    /// it are then reused for new records or deleted. Lower values than the current checkpoint
+    /// are ignored. Throws when `lsn` is beyond what readers can see.
+    public func checkpoint(upTo lsn: LSN) throws {
+        try ensureOpen(operation: "checkpoint")
+        let visible = committer.visible.lsn
+        guard lsn <= visible else {
+            throw WALError(.invalidArgument, path: directory, operation: "checkpoint",
+                           hint: "Cannot checkpoint up to LSN \(lsn): only records up to \(visible) are durable. Checkpoint only what consumers have read.")
+        }
+        try checkpointGate.withLock { _ in
+            guard lsn > checkpointLSN else { return }
+            try CheckpointFile.store(lsn, directory: directory)
+            let freed = catalog.withLock { catalog -> [String] in
+                catalog.checkpoint = lsn
+                var count = 0
+                while count + 1 < catalog.segments.count {
+                    let next = catalog.segments[count + 1].firstLSN
+                    guard next != 0, next <= lsn + 1 else { break }
+                    count += 1
+                }
+                let paths = catalog.segments.prefix(count).map(\.path)
+                catalog.segments.removeFirst(count)
+                return paths
+            }
+            allocator.addReusable(freed)
+        }
+    }
+
+    // MARK: Closing
+
+    /// Flushes everything appended, stops the background threads, and releases the lock.
+    /// Later calls on this WAL throw ``WALError/Kind/closed``. Closing twice is harmless.
+    public func close() throws {
+        guard !isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let active = appendState.withLock { state -> Segment? in
+            state.closed = true
+            defer { state.active = nil }
+            return state.active
+        }
+        let flushFailure = committer.stop()
+        allocator.stop()
+        active?.close()
+        lock.release()
+        if let flushFailure { throw flushFailure }
+    }
+
+    func ensureOpen(operation: String) throws {
+        if isClosed.load(ordering: .acquiring) { throw closedError(operation: operation) }
+    }
+
+    func closedError(operation: String) -> WALError {
+        WALError(.closed, path: directory, operation: operation, hint: "This WAL was closed: open it again to continue.")
+    }
+}

@@ -1,0 +1,72 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CShims
+
+/// An io_uring instance owned by one thread at a time (the segment allocator's thread).
+///
+/// Rings are optional: ``probe()`` reports, once per process, whether the kernel lets us create
+/// one. Container seccomp profiles commonly deny `io_uring_setup`, and the engine then uses plain
+/// system calls for the same work.
+final class IOURing {
+    private let ring: OpaquePointer
+    let entries: Int
+
+    /// Whether io_uring works here: creates a small ring and runs a no-op through it. Goes
+    /// through the syscall funnel, so tests can make it fail as a seccomp profile would.
+    static func probe(path: String) -> WALError? {
+        do {
+            let ring = try IOURing(entries: 2, path: path)
+            _ = sw_uring_prep_nop(ring.ring, 1)
+            _ = try ring.submitAndReap(count: 1, path: path)
+            return nil
+        } catch {
+            return error as? WALError ?? WALError(.io, path: path, operation: "io_uring probe", hint: "io_uring is unavailable; using plain system calls.")
+        }
+    }
+
+    init(entries: Int, path: String) throws {
+        var err: Int32 = 0
+        var made: OpaquePointer?
+        try Syscall.run(.uringSetup, path: path) {
+            made = sw_uring_create(UInt32(entries), &err)
+            return made == nil ? -Int(err) : 0
+        }
+        ring = made!
+        self.entries = entries
+    }
+
+    deinit { sw_uring_destroy(ring) }
+
+    var spaceLeft: Int { Int(sw_uring_space_left(ring)) }
+
+    func prepareWrite(fd: Int32, _ buffer: UnsafeRawBufferPointer, offset: Int, tag: UInt64, link: Bool) -> Bool {
+        sw_uring_prep_write(ring, fd, buffer.baseAddress, UInt32(buffer.count), UInt64(offset), tag, link ? 1 : 0) == 0
+    }
+
+    func prepareDataSync(fd: Int32, tag: UInt64, link: Bool = false) -> Bool {
+        sw_uring_prep_fsync(ring, fd, 1, tag, link ? 1 : 0) == 0
+    }
+
+    func prepareFallocate(fd: Int32, offset: Int, length: Int, tag: UInt64, link: Bool) -> Bool {
+        sw_uring_prep_fallocate(ring, fd, Int64(offset), Int64(length), tag, link ? 1 : 0) == 0
+    }
+
+    /// Submits everything queued and waits until `count` completions have arrived, returning
+    /// each completion's tag and result (a byte count, 0, or -errno).
+    func submitAndReap(count: Int, path: String) throws -> [(tag: UInt64, result: Int32)] {
+        try Syscall.run(.uringSubmit, path: path) { Int(sw_uring_submit(ring, 0)) }
+        var out: [(UInt64, Int32)] = []
+        out.reserveCapacity(count)
+        var tags = [UInt64](repeating: 0, count: max(count, 1))
+        var results = [Int32](repeating: 0, count: max(count, 1))
+        while out.count < count {
+            let want = count - out.count
+            let n = try Syscall.run(.uringComplete, path: path) {
+                Int(sw_uring_reap(ring, &tags, &results, UInt32(want), 1))
+            }
+            for i in 0..<n { out.append((tags[i], results[i])) }
+        }
+        return out
+    }
+}

@@ -1,0 +1,49 @@
+/// Reads and writes the `.checkpoint` file atomically: write a temporary file, fsync it, rename
+/// it over the old one, fsync the directory. A crash at any point leaves the old or the new
+/// checkpoint, never a mix.
+enum CheckpointFile {
+    enum LoadResult: Equatable {
+        case found(UInt64)
+        case missing
+        case corrupt(String)
+    }
+
+    static func load(directory: String) throws -> LoadResult {
+        let path = directory + "/" + Format.checkpointFileName
+        let file: FileHandle
+        do {
+            file = try FileHandle.open(path, writable: false)
+        } catch let error as WALError where error.kind == .notFound {
+            return .missing
+        }
+        defer { file.closeQuietly() }
+        var bytes = [UInt8](repeating: 0, count: Format.checkpointSize + 1)
+        let count = try bytes.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }
+        guard count == Format.checkpointSize else { return .corrupt("it is \(count) bytes long, expected \(Format.checkpointSize)") }
+        switch bytes[0..<Format.checkpointSize].withUnsafeBytes({ CheckpointRecord.decode($0) }) {
+        case .success(let record): return .found(record.lsn)
+        case .failure(.unsupportedVersion(let version)):
+            throw WALError(.unsupportedVersion(found: version, supported: Format.version), path: path, operation: "open",
+                           hint: "The checkpoint was written by a newer SignalWAL (format \(version)); this build reads format \(Format.version). Run the newer version, or restore a backup made by this one.")
+        case .failure(let failure): return .corrupt("\(failure)")
+        }
+    }
+
+    static func store(_ lsn: UInt64, directory: String) throws {
+        let path = directory + "/" + Format.checkpointFileName
+        let temporary = path + Format.temporarySuffix
+        let file = try FileHandle.open(temporary, writable: true, create: true)
+        do {
+            try file.truncate(to: 0)
+            try file.write(CheckpointRecord(lsn: lsn).encoded(), at: 0)
+            try file.sync()
+            try file.close()
+        } catch {
+            file.closeQuietly()
+            try? FileSystem.remove(temporary)
+            throw error
+        }
+        try FileSystem.rename(temporary, to: path)
+        try FileSystem.syncDirectory(directory)
+    }
+}

@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The exclusive `flock` on `<dir>/.lock` that keeps two processes from owning one WAL.
+///
+/// flock locks belong to the open file description, so a second `WAL.open` of the same
+/// directory in the same process is refused too. The holder writes its PID into the file so
+/// the refusal can name it.
+final class DirectoryLock: Sendable {
+    let path: String
+    private let file: FileHandle
+
+    private init(path: String, file: FileHandle) {
+        self.path = path
+        self.file = file
+    }
+
+    static func acquire(directory: String) throws -> DirectoryLock {
+        let path = directory + "/" + Format.lockFileName
+        let existed = FileSystem.kind(of: path).exists
+        let file = try FileHandle.open(path, writable: true, create: true)
+        do {
+            guard try file.tryLockExclusive() else {
+                let pid = holderPID(file)
+                throw WALError(.locked(pid: pid), path: path, operation: "flock", errno: EWOULDBLOCK,
+                               hint: "Another process\(pid.map { " (PID \($0))" } ?? "") has this WAL open: stop it first, or use a different WAL directory.")
+            }
+            try file.truncate(to: 0)
+            try file.write(Array("\(getpid())\n".utf8), at: 0)
+            if !existed { try FileSystem.syncDirectory(directory) }
+            return DirectoryLock(path: path, file: file)
+        } catch {
+            file.closeQuietly()
+            throw error
+        }
+    }
+
+    /// The PID written by the current holder, if it can be read.
+    static func holderPID(_ file: FileHandle) -> Int32? {
+        var bytes = [UInt8](repeating: 0, count: 32)
+        guard let count = try? bytes.withUnsafeMutableBytes({ try file.read(into: $0, at: 0) }), count > 0 else { return nil }
+        let digits = bytes[0..<count].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        return Int32(String(decoding: digits, as: UTF8.self))
+    }
+
+    /// The PID of the process holding the lock on `directory`, without taking it. For tools.
+    static func holder(directory: String) -> Int32? {
+        let path = directory + "/" + Format.lockFileName
+        guard let file = try? FileHandle.open(path, writable: false) else { return nil }
+        defer { file.closeQuietly() }
+        // Taking the lock succeeds only when nobody holds it; closing the descriptor releases it.
+        if (try? file.tryLockExclusive()) == true {
+            return nil
+        }
+        return holderPID(file)
+    }
+
+    func release() {
+        try? file.truncate(to: 0)
+        file.closeQuietly()
+    }
+}

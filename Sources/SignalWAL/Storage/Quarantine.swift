@@ -1,0 +1,54 @@
+/// Moves damaged bytes aside into `<dir>/quarantine/`, so an operator can inspect them and a
+/// later open does not trip over them again.
+///
+/// Quarantine never blocks recovery: if a copy cannot be written (a full disk, say), the failure
+/// is logged and reported and recovery goes on.
+struct Quarantine {
+    let directory: String
+    var path: String { directory + "/" + Format.quarantineDirectoryName }
+
+    private func ensureDirectory() throws {
+        if !FileSystem.kind(of: path).isDirectory {
+            try FileSystem.createDirectories(path)
+        }
+    }
+
+    /// Copies `bytes` (a damaged range of segment `sequence` at `offset`) into
+    /// `quarantine/segment-<seq>-offset-<off>.bin`. Returns the file's path. An existing copy
+    /// from an earlier open is kept as it is.
+    func preserve(_ bytes: UnsafeRawBufferPointer, sequence: UInt64, offset: Int) throws -> String {
+        try ensureDirectory()
+        let target = path + "/" + Format.quarantineFileName(sequence: sequence, offset: offset)
+        if FileSystem.kind(of: target).exists { return target }
+        let temporary = target + Format.temporarySuffix
+        let file = try FileHandle.open(temporary, writable: true, create: true)
+        do {
+            try file.truncate(to: 0)
+            try file.write(bytes, at: 0)
+            try file.sync()
+            try file.close()
+        } catch {
+            file.closeQuietly()
+            try? FileSystem.remove(temporary)
+            throw error
+        }
+        try FileSystem.rename(temporary, to: target)
+        try FileSystem.syncDirectory(path)
+        return target
+    }
+
+    /// Moves a whole segment file into quarantine (a rename: it needs no free space).
+    func moveSegment(_ source: String, fileName: String) throws -> String {
+        try ensureDirectory()
+        var target = path + "/" + fileName
+        var attempt = 1
+        while FileSystem.kind(of: target).exists {
+            attempt += 1
+            target = path + "/" + fileName + ".\(attempt)"
+        }
+        try FileSystem.rename(source, to: target)
+        try FileSystem.syncDirectory(path)
+        try FileSystem.syncDirectory(directory)
+        return target
+    }
+}

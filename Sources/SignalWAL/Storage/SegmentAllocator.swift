@@ -1,0 +1,278 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+
+/// Prepares segment files ahead of need on a background thread and hands them out ready to map.
+///
+/// A prepared segment has every block allocated (fallocate) and written (zero-filled, 4 KiB at
+/// a time), then a durable header, then a durable name. Writing the blocks first matters twice:
+/// a flush on written blocks costs about half of one on fallocate'd-only (unwritten) extents,
+/// and stores through a mapping into allocated blocks can never SIGBUS on a full disk. Writing
+/// in 4 KiB units keeps page-cache folios small, so a store dirties 4 KiB, not a whole large
+/// folio.
+///
+/// Segments wholly below the checkpoint are recycled first: a new header (new sequence, new
+/// epoch) is written in place and made durable, then the file is renamed to its new number and
+/// the directory fsynced. Recycled files are already written, so they cost no zero-fill.
+final class SegmentAllocator: Sendable {
+    struct State {
+        var ready: [Segment] = []
+        /// Files whose records are all below the checkpoint, oldest first.
+        var reusable: [String] = []
+        var nextSequence: UInt64
+        var failure: WALError?
+        /// Bumped after each failed attempt, so a waiter can tell a new failure from an old one.
+        var failureGeneration = 0
+        var retryRequested = false
+        var stopping = false
+        var busy = false
+        var prepared = 0
+        var recycled = 0
+    }
+
+    let directory: String
+    let segmentSize: Int
+    let target: Int
+    let logger: Logger
+    let useIOURing: Bool
+    fileprivate let state: ConditionLock<State>
+    private let thread = ConditionLock<pthread_t?>(nil)
+
+    init(directory: String, segmentSize: Int, spares: Int, nextSequence: UInt64, ready: [Segment],
+         reusable: [String], useIOURing: Bool, logger: Logger) {
+        self.directory = directory
+        self.segmentSize = segmentSize
+        self.target = spares
+        self.logger = logger
+        self.useIOURing = useIOURing
+        var initial = State(nextSequence: nextSequence)
+        initial.ready = ready.sorted { $0.sequence < $1.sequence }
+        initial.reusable = reusable
+        state = ConditionLock(initial)
+    }
+
+    /// Starts the background thread.
+    func start() {
+        let box = Unmanaged.passRetained(self)
+        var handle = pthread_t()
+        let rc = pthread_create(&handle, nil, { raw in
+            let allocator = Unmanaged<SegmentAllocator>.fromOpaque(raw!).takeRetainedValue()
+            allocator.run()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0, "pthread_create failed for the segment allocator: \(rc)")
+        thread.withLock { $0 = handle }
+    }
+
+    /// Stops the thread, waits for it, and unmaps the spares it holds.
+    func stop() {
+        state.withLock { $0.stopping = true }
+        state.broadcast()
+        if let handle = thread.withLock({ value -> pthread_t? in defer { value = nil }; return value }) {
+            pthread_join(handle, nil)
+        }
+        let spares = state.withLock { value -> [Segment] in defer { value.ready = [] }; return value.ready }
+        spares.forEach { $0.close() }
+    }
+
+    var statistics: (ready: Int, reusable: Int, prepared: Int, recycled: Int) {
+        state.withLock { ($0.ready.count, $0.reusable.count, $0.prepared, $0.recycled) }
+    }
+
+    /// The lowest-numbered prepared segment. Blocks while one is being prepared; throws the
+    /// preparation's error (``WALError/Kind/outOfSpace`` on a full disk) when the latest
+    /// attempt, made on behalf of this call, failed.
+    func takeSpare() throws -> Segment {
+        let generation = state.withLock { value -> Int in
+            if value.ready.isEmpty && value.failure != nil { value.retryRequested = true }
+            return value.failureGeneration
+        }
+        state.broadcast()
+        let taken: Result<Segment, WALError> = state.wait(until: { value in
+            !value.ready.isEmpty || value.stopping || value.failureGeneration != generation
+        }) { value in
+            if !value.ready.isEmpty { return .success(value.ready.removeFirst()) }
+            if value.stopping {
+                return .failure(WALError(.closed, path: directory, operation: "append", hint: "The WAL is closing."))
+            }
+            return .failure(value.failure!)
+        }
+        state.broadcast()
+        return try taken.get()
+    }
+
+    /// Adds files wholly below the checkpoint; they become spares before anything new is
+    /// allocated. Surplus beyond the spare count is deleted, so disk use stays bounded.
+    func addReusable(_ paths: [String]) {
+        guard !paths.isEmpty else { return }
+        state.withLock { value in
+            value.reusable.append(contentsOf: paths)
+            value.retryRequested = true
+        }
+        state.broadcast()
+    }
+
+    private func run() {
+        var uring: IOURing?
+        if useIOURing {
+            if let refusal = IOURing.probe(path: directory) {
+                logger.notice("io_uring is unavailable, preparing segments with plain system calls", metadata: [
+                    "directory": "\(directory)", "reason": "\(refusal)"])
+            } else {
+                uring = try? IOURing(entries: 64, path: directory)
+            }
+        }
+        while true {
+            enum Job { case recycle(String, UInt64), allocate(UInt64), trim([String]), stop }
+            let job: Job = state.wait(until: { value in
+                value.stopping || value.reusable.count > target ||
+                    (value.ready.count < target && (value.failure == nil || value.retryRequested))
+            }) { value in
+                if value.stopping { return .stop }
+                if value.ready.count < target {
+                    value.retryRequested = false
+                    value.busy = true
+                    let sequence = value.nextSequence
+                    value.nextSequence += 1
+                    if !value.reusable.isEmpty { return .recycle(value.reusable.removeFirst(), sequence) }
+                    return .allocate(sequence)
+                }
+                let surplus = Array(value.reusable.prefix(value.reusable.count - target))
+                value.reusable.removeFirst(surplus.count)
+                return .trim(surplus)
+            }
+            switch job {
+            case .stop:
+                return
+            case .trim(let paths):
+                for path in paths { try? FileSystem.remove(path) }
+                try? FileSystem.syncDirectory(directory)
+            case .recycle(let path, let sequence):
+                finish(Result { try recycle(path, as: sequence) }, sequence: sequence, recycled: true)
+            case .allocate(let sequence):
+                finish(Result { try allocate(sequence, uring: uring) }, sequence: sequence, recycled: false)
+            }
+        }
+    }
+
+    private func finish(_ result: Result<Segment, any Error>, sequence: UInt64, recycled: Bool) {
+        state.withLock { value in
+            value.busy = false
+            switch result {
+            case .success(let segment):
+                value.ready.append(segment)
+                value.ready.sort { $0.sequence < $1.sequence }
+                value.failure = nil
+                if recycled { value.recycled += 1 } else { value.prepared += 1 }
+            case .failure(let error):
+                let walError = error as? WALError ?? WALError(.io, path: directory, operation: "prepare segment", hint: "\(error)")
+                value.failure = walError
+                value.failureGeneration += 1
+                logger.error("could not prepare a segment", metadata: [
+                    "segment": "\(sequence)", "error": "\(walError)"])
+            }
+        }
+        state.broadcast()
+    }
+
+    private func newEpoch() -> UInt64 {
+        var epoch: UInt64 = 0
+        while epoch == 0 { epoch = UInt64.random(in: .min ... .max) }
+        return epoch
+    }
+
+    /// Creates `segment-<sequence>.wal`: a temporary file, allocated, zero-filled, headed,
+    /// flushed, then renamed into place with the directory fsynced.
+    func allocate(_ sequence: UInt64, uring: IOURing?) throws -> Segment {
+        let path = directory + "/" + Format.segmentFileName(sequence)
+        let temporary = path + Format.temporarySuffix
+        let file = try FileHandle.open(temporary, writable: true, create: true)
+        do {
+            try file.truncate(to: 0)
+            try file.allocate(offset: 0, length: segmentSize)
+            try zeroFill(file, uring: uring)
+            let header = SegmentHeader(sequence: sequence, firstLSN: 0, segmentSize: UInt64(segmentSize), epoch: newEpoch())
+            try file.write(header.encoded(), at: 0)
+            try file.dataSync()
+            try file.close()
+            try FileSystem.rename(temporary, to: path)
+            try FileSystem.syncDirectory(directory)
+            return try Segment.open(path: path, header: header, writable: true)
+        } catch {
+            file.closeQuietly()
+            try? FileSystem.remove(temporary)
+            throw error
+        }
+    }
+
+    /// Writes zeros over the whole file in 4 KiB units: through io_uring in batches when a ring
+    /// is available, else with pwrite.
+    private func zeroFill(_ file: FileHandle, uring: IOURing?) throws {
+        let page = 4096
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: page, alignment: page)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        let pages = segmentSize / page
+        if let uring {
+            var next = 0
+            while next < pages {
+                let batch = min(uring.entries, pages - next)
+                for index in 0..<batch {
+                    let queued = uring.prepareWrite(fd: file.fd, UnsafeRawBufferPointer(zeros), offset: (next + index) * page,
+                                                    tag: UInt64(next + index), link: false)
+                    precondition(queued, "io_uring submission queue smaller than its batch")
+                }
+                for completion in try uring.submitAndReap(count: batch, path: file.path) where completion.result != Int32(page) {
+                    let code = completion.result < 0 ? -completion.result : EIO
+                    throw WALError.system(.pwrite, path: file.path, errno: code)
+                }
+                next += batch
+            }
+        } else {
+            for index in 0..<pages {
+                try file.write(UnsafeRawBufferPointer(zeros), at: index * page)
+            }
+        }
+    }
+
+    /// Turns a file below the checkpoint into spare `sequence`: new header with a new epoch
+    /// (so its old records read as stale), flushed, then renamed, then the directory fsynced.
+    func recycle(_ oldPath: String, as sequence: UInt64) throws -> Segment {
+        let file = try FileHandle.open(oldPath, writable: true)
+        guard (try? file.size()) == segmentSize else {
+            // Written with another segment size: not reusable as it is.
+            file.closeQuietly()
+            try FileSystem.remove(oldPath)
+            try FileSystem.syncDirectory(directory)
+            return try allocate(sequence, uring: nil)
+        }
+        let path = directory + "/" + Format.segmentFileName(sequence)
+        do {
+            let header = SegmentHeader(sequence: sequence, firstLSN: 0, segmentSize: UInt64(segmentSize), epoch: newEpoch())
+            var block = header.encoded()
+            block += [UInt8](repeating: 0, count: Format.segmentHeaderBlock - block.count)
+            try file.write(block, at: 0)
+            try file.dataSync()
+            try file.close()
+            try FileSystem.rename(oldPath, to: path)
+            try FileSystem.syncDirectory(directory)
+            return try Segment.open(path: path, header: header, writable: true)
+        } catch {
+            file.closeQuietly()
+            throw error
+        }
+    }
+}
+
+extension SegmentAllocator {
+    /// Returns spares taken for a batch that could not get all it needed.
+    func giveBack(_ segments: [Segment]) {
+        guard !segments.isEmpty else { return }
+        state.withLock { value in
+            value.ready.append(contentsOf: segments)
+            value.ready.sort { $0.sequence < $1.sequence }
+        }
+        state.broadcast()
+    }
+}

@@ -1,0 +1,83 @@
+/// Walks the records of one segment, validating each, and says exactly where the valid records,
+/// the damaged bytes and the end are. Recovery and readers share it, so both see a segment the
+/// same way: the same corruption always gives the same outcome.
+///
+/// A slot holds a valid record when its epoch is the segment's, its length fits, its LSN is
+/// above the previous record's, and its CRC matches. At a slot that is not valid, the scanner
+/// looks ahead (8 bytes at a time) for the next valid record:
+/// - found: the bytes between are ``Event/damaged(offset:length:resumeOffset:allZero:)``;
+/// - not found, and the slot is all zero or carries another epoch (stale bytes from an earlier
+///   life of a reused file): ``Event/end(offset:torn:)`` with `torn == false`, a clean end;
+/// - not found, and the slot carries this segment's epoch: `torn == true`, a record that was
+///   being written when the process or machine stopped (or a damaged last record).
+struct SegmentScanner {
+    enum Event: Equatable {
+        case record(offset: Int, header: RecordHeader)
+        case damaged(offset: Int, length: Int, resumeOffset: Int, allZero: Bool)
+        case end(offset: Int, torn: Bool)
+    }
+
+    let bytes: UnsafeRawBufferPointer
+    let epoch: UInt64
+    let maxPayload: Int
+    /// Records must end at or before this offset (the segment size, or what is durable).
+    let limit: Int
+    /// When false, a damaged slot ends the scan instead of looking ahead (readers of the active
+    /// segment stop at the durable end and never need to).
+    let resynchronize: Bool
+    private(set) var offset: Int
+    private(set) var lastLSN: UInt64
+    private var finished = false
+
+    init(bytes: UnsafeRawBufferPointer, epoch: UInt64, maxPayload: Int, start: Int = Format.segmentHeaderBlock,
+         limit: Int? = nil, previousLSN: UInt64 = 0, resynchronize: Bool = true) {
+        self.bytes = bytes
+        self.epoch = epoch
+        self.maxPayload = maxPayload
+        self.limit = min(limit ?? bytes.count, bytes.count)
+        self.offset = start
+        self.lastLSN = previousLSN
+        self.resynchronize = resynchronize
+    }
+
+    /// Whether the slot at `at` holds a valid record following `after`.
+    func validRecord(at position: Int, after previous: UInt64) -> RecordHeader? {
+        guard position + Format.recordHeaderSize <= limit else { return nil }
+        let header = RecordHeader.load(from: UnsafeRawBufferPointer(rebasing: bytes[position..<position + Format.recordHeaderSize]))
+        guard header.epoch == epoch, header.lsn > previous, Int(header.length) <= maxPayload,
+              position + Format.recordSpan(payloadLength: Int(header.length)) <= limit else { return nil }
+        let payloadStart = position + Format.recordHeaderSize
+        let payloadCRC = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[payloadStart..<payloadStart + Int(header.length)]))
+        let expected = RecordHeader.checksum(payloadCRC: payloadCRC, length: header.length, lsn: header.lsn, epoch: header.epoch)
+        return expected == header.crc ? header : nil
+    }
+
+    mutating func next() -> Event? {
+        guard !finished else { return nil }
+        if let header = validRecord(at: offset, after: lastLSN) {
+            let event = Event.record(offset: offset, header: header)
+            offset += Format.recordSpan(payloadLength: Int(header.length))
+            lastLSN = header.lsn
+            return event
+        }
+        let start = offset
+        if resynchronize {
+            var probe = start + Format.recordAlignment
+            while probe + Format.recordHeaderSize <= limit {
+                // Cheap filter first: only slots carrying this epoch can be records.
+                if UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: probe + 16, as: UInt64.self)) == epoch,
+                   validRecord(at: probe, after: lastLSN) != nil {
+                    offset = probe
+                    let gap = UnsafeRawBufferPointer(rebasing: bytes[start..<probe])
+                    return .damaged(offset: start, length: probe - start, resumeOffset: probe,
+                                    allZero: gap.allSatisfy { $0 == 0 })
+                }
+                probe += Format.recordAlignment
+            }
+        }
+        finished = true
+        guard start + Format.recordHeaderSize <= limit else { return .end(offset: start, torn: false) }
+        let header = RecordHeader.load(from: UnsafeRawBufferPointer(rebasing: bytes[start..<start + Format.recordHeaderSize]))
+        return .end(offset: start, torn: !header.isZero && header.epoch == epoch)
+    }
+}
