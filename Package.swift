@@ -27,15 +27,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Deterministic payloads and the appending child process shared by the demo and the
+        // crash tests (and later the reliability suite).
+        .target(
+            name: "SignalWALWorkload",
+            dependencies: ["SignalWAL"]
+        ),
         // `make run`: appends, crashes itself, recovers and reports. The tests also use it as the
         // child process of their crash and permission tests.
         .executableTarget(
             name: "signalwal-demo",
-            dependencies: ["SignalWAL"]
+            dependencies: ["SignalWAL", "SignalWALWorkload"]
         ),
         .testTarget(
             name: "SignalWALTests",
-            dependencies: ["SignalWAL", "CShims"]
+            dependencies: ["SignalWAL", "SignalWALWorkload", "CShims"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,1 +1,126 @@
-print("todo")
+// `make run`: a demo of SignalWAL on embedded defaults, and the child process the tests kill.
+//
+//   signalwal-demo                          the demo, under .wal/demo
+//   signalwal-demo child DIR SEED THREADS   append until killed, printing "ack LSN THREAD INDEX"
+//   signalwal-demo open-as UID DIR          drop to UID, try WAL.open(DIR), print the outcome
+#if canImport(Glibc)
+import Glibc
+#endif
+import SignalWAL
+import SignalWALWorkload
+
+let arguments = CommandLine.arguments
+
+func fail(_ message: String) -> Never {
+    let line = "signalwal-demo: \(message)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+    exit(2)
+}
+
+func smallSegments() -> Configuration {
+    var configuration = Configuration()
+    configuration.segmentSize = 1 << 20
+    return configuration
+}
+
+switch arguments.dropFirst().first {
+case "child":
+    guard arguments.count == 5, let seed = UInt64(arguments[3]), let threads = Int(arguments[4]) else {
+        fail("usage: signalwal-demo child DIR SEED THREADS")
+    }
+    do {
+        let wal = try WAL.open(directory: arguments[2], configuration: smallSegments())
+        Workload.appendUntilKilled(wal: wal, seed: seed, threads: threads)
+    } catch {
+        fail("\(error)")
+    }
+
+case "open-as":
+    guard arguments.count == 4, let uid = UInt32(arguments[2]) else { fail("usage: signalwal-demo open-as UID DIR") }
+    // Drop privileges before anything else runs, while the process has one thread.
+    guard setgroups(0, nil) == 0, setgid(uid) == 0, setuid(uid) == 0 else { fail("cannot switch to uid \(uid)") }
+    do {
+        let wal = try WAL.open(directory: arguments[3])
+        try wal.close()
+        print("opened")
+    } catch let error as WALError {
+        print("kind=\(error.kind)")
+        print(error.description)
+        exit(3)
+    }
+
+case nil:
+    runDemo()
+
+default:
+    fail("unknown command \(arguments[1]); run without arguments for the demo")
+}
+
+func runDemo() {
+    let directory = ".wal/demo"
+    let seed = UInt64.random(in: 1 ... .max)
+    print("SignalWAL demo: appending from 8 threads into \(directory), then killing the writer with SIGKILL")
+    // Child process: appends and reports each acknowledged LSN.
+    var pipeEnds: [Int32] = [0, 0]
+    guard pipe(&pipeEnds) == 0 else { fail("pipe failed") }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
+    posix_spawn_file_actions_addclose(&actions, pipeEnds[0])
+    let childArguments = [arguments[0], "child", directory, String(seed), "8"]
+    var argv: [UnsafeMutablePointer<CChar>?] = childArguments.map { strdup($0) } + [nil]
+    var pid: pid_t = 0
+    guard posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ) == 0 else { fail("cannot start the child") }
+    close(pipeEnds[1])
+
+    // Read acknowledgements for a moment, then pull the plug.
+    var acks: [Workload.Ack] = []
+    var pending = ""
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    let started = monotonicMilliseconds()
+    while monotonicMilliseconds() - started < 1500 {
+        let count = read(pipeEnds[0], &buffer, buffer.count)
+        if count <= 0 { break }
+        pending += String(decoding: buffer[0..<count], as: UTF8.self)
+        while let newline = pending.firstIndex(of: "\n") {
+            if let ack = Workload.Ack(line: pending[..<newline]) { acks.append(ack) }
+            pending = String(pending[pending.index(after: newline)...])
+        }
+    }
+    kill(pid, SIGKILL)
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    close(pipeEnds[0])
+    print("writer acknowledged \(acks.count) records in 1.5 s, then was killed with SIGKILL")
+
+    // Recover and check every acknowledged record.
+    do {
+        let wal = try WAL.open(directory: directory, configuration: smallSegments())
+        let report = wal.recoveryReport
+        print("reopened: recovered \(report.recordsRecovered) records in \(report.segmentsScanned) segments; torn tails truncated: \(report.tornTails) (\(report.truncatedBytes) bytes zeroed); damaged ranges skipped: \(report.skippedRanges); quarantined segments: \(report.quarantinedSegments.count)")
+        var byLSN: [LSN: [UInt8]] = [:]
+        var invented = 0
+        for record in wal.records(from: wal.checkpointLSN + 1) {
+            if Workload.identify(record.payload, seed: seed) == nil { invented += 1 }
+            byLSN[record.lsn] = record.payload
+        }
+        var missing = 0
+        for ack in acks where byLSN[ack.lsn] != Workload.payload(seed: seed, thread: ack.thread, index: ack.index) {
+            missing += 1
+        }
+        print("verified: \(acks.count - missing) of \(acks.count) acknowledged records present byte-for-byte; \(missing) missing; \(invented) records that were never appended")
+        // Consume everything so the next run starts small: segments below the checkpoint are reused.
+        try wal.checkpoint(upTo: wal.visibleLSN)
+        try wal.close()
+        if missing > 0 || invented > 0 { exit(1) }
+        print("ok: nothing acknowledged was lost")
+    } catch {
+        fail("\(error)")
+    }
+}
+
+func monotonicMilliseconds() -> Int {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Int(now.tv_sec) * 1000 + Int(now.tv_nsec) / 1_000_000
+}

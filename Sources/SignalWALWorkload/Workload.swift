@@ -1,0 +1,107 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SignalWAL
+
+/// Payloads that can be checked without storing them, and the appending child process that
+/// crash tests kill.
+///
+/// A payload is `[thread: UInt32][index: UInt32][filler]`, where the filler and the length are
+/// derived from (seed, thread, index). A verifier can therefore tell a genuine record from an
+/// invented or damaged one by regenerating it from its first eight bytes.
+public enum Workload {
+    /// Largest payload the workload generates.
+    public static let maxPayload = 2048
+
+    public static func payload(seed: UInt64, thread: UInt32, index: UInt32) -> [UInt8] {
+        var state = seed ^ (UInt64(thread) << 32 | UInt64(index)) &* 0x9E37_79B9_7F4A_7C15
+        let length = 8 + Int(splitmix(&state) % UInt64(maxPayload - 8 + 1))
+        var bytes = [UInt8](repeating: 0, count: length)
+        withUnsafeBytes(of: thread.littleEndian) { bytes.replaceSubrange(0..<4, with: $0) }
+        withUnsafeBytes(of: index.littleEndian) { bytes.replaceSubrange(4..<8, with: $0) }
+        var position = 8
+        while position < length {
+            var word = splitmix(&state)
+            let take = min(8, length - position)
+            withUnsafeBytes(of: &word) { bytes.replaceSubrange(position..<position + take, with: $0[0..<take]) }
+            position += take
+        }
+        return bytes
+    }
+
+    /// The (thread, index) a genuine payload was generated from, or nil for any other bytes.
+    public static func identify(_ payload: [UInt8], seed: UInt64) -> (thread: UInt32, index: UInt32)? {
+        guard payload.count >= 8 else { return nil }
+        let thread = payload[0..<4].withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }
+        let index = payload[4..<8].withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }
+        return self.payload(seed: seed, thread: thread, index: index) == payload ? (thread, index) : nil
+    }
+
+    private static func splitmix(_ state: inout UInt64) -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// One acknowledged record as the child prints it: `ack <lsn> <thread> <index>`.
+    public struct Ack: Sendable, Equatable {
+        public var lsn: LSN
+        public var thread: UInt32
+        public var index: UInt32
+
+        public init(lsn: LSN, thread: UInt32, index: UInt32) {
+            self.lsn = lsn
+            self.thread = thread
+            self.index = index
+        }
+
+        public init?(line: Substring) {
+            let parts = line.split(separator: " ")
+            guard parts.count == 4, parts[0] == "ack", let lsn = LSN(parts[1]), let thread = UInt32(parts[2]),
+                  let index = UInt32(parts[3]) else { return nil }
+            self.init(lsn: lsn, thread: thread, index: index)
+        }
+    }
+
+    /// Appends from `threads` threads until killed (or until `limit` records per thread), writing
+    /// one `ack` line to standard output after each append returns, that is, after the record is
+    /// durable under the policy. Lines are written with single write(2) calls so a kill never
+    /// leaves half a line that claims an acknowledgement.
+    public static func appendUntilKilled(wal: WAL, seed: UInt64, threads: Int, limit: Int = .max) {
+        var handles: [pthread_t] = []
+        final class Job: @unchecked Sendable {
+            // @unchecked: handed to exactly one thread and never shared; WAL itself is Sendable.
+            let wal: WAL, seed: UInt64, thread: UInt32, limit: Int
+            init(wal: WAL, seed: UInt64, thread: UInt32, limit: Int) {
+                self.wal = wal; self.seed = seed; self.thread = thread; self.limit = limit
+            }
+        }
+        for thread in 0..<threads {
+            let job = Job(wal: wal, seed: seed, thread: UInt32(thread), limit: limit)
+            var handle = pthread_t()
+            pthread_create(&handle, nil, { raw in
+                let job = Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue()
+                var index: UInt32 = 0
+                while Int(index) < job.limit {
+                    let bytes = Workload.payload(seed: job.seed, thread: job.thread, index: index)
+                    do {
+                        let lsn = try job.wal.append(bytes)
+                        let line = "ack \(lsn) \(job.thread) \(index)\n"
+                        _ = line.withCString { write(1, $0, strlen($0)) }
+                    } catch {
+                        let line = "error \(job.thread) \(index) \(error)\n"
+                        _ = line.withCString { write(2, $0, strlen($0)) }
+                        usleep(1000)
+                        continue
+                    }
+                    index += 1
+                }
+                return nil
+            }, Unmanaged.passRetained(job).toOpaque())
+            handles.append(handle)
+        }
+        for handle in handles { pthread_join(handle, nil) }
+    }
+}
