@@ -1,0 +1,182 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import XCTest
+@testable import SignalWAL
+
+final class AppendReadTests: XCTestCase {
+    /// Mostly small records, some up to 4 KiB, a few up to the maximum, plus 0 and the maximum
+    /// themselves: many segment boundaries without writing gigabytes.
+    private func recordLength(_ index: Int, max: Int) -> Int {
+        if index == 10 { return 0 }
+        if index == 11 { return max }
+        var state = UInt64(index) &* 0x2545_F491_4F6C_DD1D &+ 7
+        state ^= state >> 29
+        switch state % 100 {
+        case 0: return Int(state >> 8) % (max + 1)
+        case 1...9: return Int(state >> 8) % 4097
+        default: return Int(state >> 8) % 257
+        }
+    }
+
+    func testHundredThousandRecordsOfRandomSizesRoundTripAcrossSegmentsAndReopen() throws {
+        let directory = makeTemporaryDirectory(self)
+        let configuration = testConfiguration()
+        let max = configuration.effectiveMaxRecordSize
+        let total = 100_000
+        var lengths: [Int] = []
+        do {
+            let wal = try WAL.open(directory: directory, configuration: configuration)
+            var index = 0
+            while index < total {
+                let batch = (index..<min(total, index + 100)).map { testPayload($0, length: recordLength($0, max: max)) }
+                let range = try wal.append(contentsOf: batch)
+                XCTAssertEqual(range, LSN(index + 1)...LSN(index + batch.count))
+                lengths += batch.map(\.count)
+                index += batch.count
+            }
+            XCTAssertEqual(wal.durableLSN, LSN(total))
+            try verify(wal, total: total, lengths: lengths)
+            try wal.close()
+        }
+        XCTAssertGreaterThan(segmentFiles(directory).count, 20, "the test should cross many segment boundaries")
+        XCTAssertTrue(lengths.contains(0) && lengths.contains(max))
+        let reopened = try WAL.open(directory: directory, configuration: configuration)
+        defer { try? reopened.close() }
+        XCTAssertTrue(reopened.recoveryReport.isClean || reopened.recoveryReport.checkpointProblem == "missing")
+        XCTAssertEqual(reopened.recoveryReport.recordsRecovered, total)
+        XCTAssertEqual(reopened.nextLSN, LSN(total + 1))
+        try verify(reopened, total: total, lengths: lengths)
+        XCTAssertEqual(try reopened.append([1, 2, 3]), LSN(total + 1))
+    }
+
+    private func verify(_ wal: WAL, total: Int, lengths: [Int]) throws {
+        var expected: LSN = 1
+        for record in wal.records(from: 1) {
+            XCTAssertEqual(record.lsn, expected)
+            let index = Int(record.lsn) - 1
+            if record.payload.count != lengths[index] || record.payload != testPayload(index, length: lengths[index]) {
+                XCTFail("record \(record.lsn) differs")
+                return
+            }
+            expected += 1
+        }
+        XCTAssertEqual(expected, LSN(total + 1))
+    }
+
+    func testSixtyFourConcurrentAppendersEachRecordOnceInLSNOrder() throws {
+        let directory = makeTemporaryDirectory(self)
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        defer { try? wal.close() }
+        let appenders = 64
+        let perAppender = 300
+        let collected = Mutex([LSN](repeating: 0, count: appenders * perAppender))
+        DispatchQueue.concurrentPerform(iterations: appenders) { appender in
+            for index in 0..<perAppender {
+                let id = appender * perAppender + index
+                let lsn = (try? wal.append(testPayload(id, length: 16 + id % 300))) ?? 0
+                collected.withLock { $0[id] = lsn }
+            }
+        }
+        let results = collected.withLock { $0 }
+        XCTAssertFalse(results.contains(0), "every append succeeded")
+        XCTAssertEqual(Set(results).count, appenders * perAppender, "LSNs are unique")
+        let lsnToID = Dictionary(uniqueKeysWithValues: results.enumerated().map { ($1, $0) })
+        var previous: LSN = 0
+        var seen = 0
+        for record in wal.records(from: 1) {
+            XCTAssertGreaterThan(record.lsn, previous, "LSNs increase in file order")
+            previous = record.lsn
+            guard let id = lsnToID[record.lsn] else { XCTFail("record \(record.lsn) was never appended"); continue }
+            XCTAssertEqual(record.payload, testPayload(id, length: 16 + id % 300))
+            seen += 1
+        }
+        XCTAssertEqual(seen, appenders * perAppender)
+        XCTAssertLessThan(wal.flushCount, appenders * perAppender, "group commit shared flushes")
+    }
+
+    func testConcurrentAsyncAppendersAreAllDurable() async throws {
+        let directory = makeTemporaryDirectory(self)
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        let lsns = try await withThrowingTaskGroup(of: LSN.self) { group in
+            for task in 0..<200 { group.addTask { try await wal.append(testPayload(task, length: 100)) } }
+            return try await group.reduce(into: [LSN]()) { $0.append($1) }
+        }
+        XCTAssertEqual(Set(lsns).count, 200)
+        XCTAssertGreaterThanOrEqual(wal.durableLSN, lsns.max()!)
+        try wal.close()
+    }
+
+    func testTailingReaderSeesNewRecordsOnlyOnceDurable() async throws {
+        let directory = makeTemporaryDirectory(self)
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        let count = 500
+        let reader = Task { () -> [LSN] in
+            var seen: [LSN] = []
+            for try await record in wal.records(from: 1, follow: true) {
+                // A visible record must already be durable.
+                XCTAssertLessThanOrEqual(record.lsn, wal.durableLSN)
+                seen.append(record.lsn)
+                if seen.count == count { break }
+            }
+            return seen
+        }
+        for index in 0..<count {
+            try await wal.append(testPayload(index, length: 64))
+        }
+        let seen = try await reader.value
+        XCTAssertEqual(seen, (1...LSN(count)).map { $0 })
+        try wal.close()
+    }
+
+    func testTailingReaderEndsWhenTheWALCloses() async throws {
+        let directory = makeTemporaryDirectory(self)
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        try await wal.append([1])
+        let reader = Task { () -> Int in
+            var count = 0
+            for try await _ in wal.records(from: 1, follow: true) { count += 1 }
+            return count
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        try wal.close()
+        let count = try await reader.value
+        XCTAssertEqual(count, 1)
+    }
+
+    func testSynchronousReaderStopsAtTheEndAndResumesLater() throws {
+        let directory = makeTemporaryDirectory(self)
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        defer { try? wal.close() }
+        try wal.append(contentsOf: [[1], [2], [3]])
+        var iterator = wal.records(from: 2).makeIterator()
+        XCTAssertEqual(iterator.next()?.lsn, 2)
+        XCTAssertEqual(iterator.next()?.lsn, 3)
+        XCTAssertNil(iterator.next())
+        try wal.append([4])
+        XCTAssertEqual(iterator.next()?.payload, [4])
+    }
+
+    func testIntervalAndNonePoliciesAcknowledgeAfterCopyAndPersistOnClose() throws {
+        for policy in [DurabilityPolicy.interval(.milliseconds(5)), .none] {
+            let directory = makeTemporaryDirectory(self)
+            let wal = try WAL.open(directory: directory, configuration: testConfiguration(durability: policy))
+            for index in 0..<1000 { try wal.append(testPayload(index, length: 50)) }
+            try wal.close()
+            let reopened = try WAL.open(directory: directory, configuration: testConfiguration())
+            XCTAssertEqual(readAll(reopened).count, 1000, "\(policy)")
+            try reopened.close()
+        }
+    }
+
+    func testIntervalPolicyFlushesWithinTheInterval() throws {
+        let directory = makeTemporaryDirectory(self)
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration(durability: .interval(.milliseconds(20))))
+        defer { try? wal.close() }
+        let lsn = try wal.append([9, 9])
+        let deadline = ContinuousClock.now + .seconds(5)
+        while wal.durableLSN < lsn && ContinuousClock.now < deadline { usleep(2000) }
+        XCTAssertGreaterThanOrEqual(wal.durableLSN, lsn)
+    }
+}
