@@ -144,6 +144,9 @@ struct Recovery {
         var active: Segment?
         var lastLSN: LSN = 0
         var expected: LSN? = nil
+        // Damage whose lost LSNs are known only when the next valid record shows up, which may
+        // be in the next segment.
+        var pending: Int? = nil
         for (index, candidate) in live.enumerated() {
             let isNewest = index == live.count - 1
             var segment = candidate.segment
@@ -154,7 +157,7 @@ struct Recovery {
                 active = segment
             }
             let info = try scan(segment: segment, candidate: candidate, isNewest: isNewest, previousLSN: lastLSN,
-                                expected: &expected, quarantine: quarantine, report: &report)
+                                expected: &expected, pending: &pending, quarantine: quarantine, report: &report)
             if info.lastLSN > 0 { lastLSN = info.lastLSN }
             infos.append(info)
             if !isNewest { segment.close() }
@@ -241,15 +244,13 @@ struct Recovery {
     /// Scans one live segment, recording damage, quarantining damaged bytes, and zeroing a torn
     /// tail of the newest segment.
     private func scan(segment: Segment, candidate: Candidate, isNewest: Bool, previousLSN: LSN, expected: inout LSN?,
-                      quarantine: Quarantine, report: inout RecoveryReport) throws -> SegmentInfo {
+                      pending: inout Int?, quarantine: Quarantine, report: inout RecoveryReport) throws -> SegmentInfo {
         report.segmentsScanned += 1
         let bytes = segment.mapping.bytes
         var info = SegmentInfo(sequence: segment.sequence, path: candidate.path, epoch: segment.epoch, size: segment.size,
                                firstLSN: 0, lastLSN: 0, endOffset: Format.segmentHeaderBlock)
         var scanner = SegmentScanner(bytes: bytes, epoch: segment.epoch,
                                      maxPayload: Format.largestPayload(segmentSize: segment.size), previousLSN: previousLSN)
-        // Damage whose lost LSNs are known only when the next valid record shows up.
-        var pending: Int? = nil
         if expected == nil, candidate.header.firstLSN > 0 { expected = candidate.header.firstLSN }
         while let event = scanner.next() {
             switch event {

@@ -8,8 +8,9 @@
 /// - found: the bytes between are ``Event/damaged(offset:length:resumeOffset:allZero:)``;
 /// - not found, and the slot is all zero or carries another epoch (stale bytes from an earlier
 ///   life of a reused file): ``Event/end(offset:torn:)`` with `torn == false`, a clean end;
-/// - not found, and the slot carries this segment's epoch: `torn == true`, a record that was
-///   being written when the process or machine stopped (or a damaged last record).
+/// - not found, and the slot carries this segment's epoch (or a zero epoch with other non-zero
+///   fields, a header cut short): `torn == true`, a record that was being written when the
+///   process or machine stopped (or a damaged last record).
 struct SegmentScanner {
     enum Event: Equatable {
         case record(offset: Int, header: RecordHeader)
@@ -52,6 +53,15 @@ struct SegmentScanner {
         return expected == header.crc ? header : nil
     }
 
+    /// True when `found` is `epoch` with its last bytes (on disk) not yet written: some prefix
+    /// of the little-endian bytes matches and the rest is zero. A header torn inside or before
+    /// its epoch field looks like this in a zero-filled segment.
+    static func isCutShort(_ found: UInt64, of epoch: UInt64) -> Bool {
+        var matched = 0
+        while matched < 8 && (found >> (8 * matched)) & 0xFF == (epoch >> (8 * matched)) & 0xFF { matched += 1 }
+        return matched == 8 || found >> (8 * matched) == 0
+    }
+
     mutating func next() -> Event? {
         guard !finished else { return nil }
         if let header = validRecord(at: offset, after: lastLSN) {
@@ -78,6 +88,8 @@ struct SegmentScanner {
         finished = true
         guard start + Format.recordHeaderSize <= limit else { return .end(offset: start, torn: false) }
         let header = RecordHeader.load(from: UnsafeRawBufferPointer(rebasing: bytes[start..<start + Format.recordHeaderSize]))
-        return .end(offset: start, torn: !header.isZero && header.epoch == epoch)
+        // A header cut short before its epoch field was written still has a zero epoch; a
+        // stale record from an earlier life of the file carries a different, non-zero one.
+        return .end(offset: start, torn: !header.isZero && Self.isCutShort(header.epoch, of: epoch))
     }
 }
