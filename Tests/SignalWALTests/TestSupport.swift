@@ -18,8 +18,13 @@ func makeTemporaryDirectory(_ test: XCTestCase, function: String = #function) ->
 /// Small segments so tests cross many boundaries quickly; quiet logs.
 func testConfiguration(segmentSize: Int = 1 << 20, durability: DurabilityPolicy = .groupCommit,
                        spares: Int = 2, maxRecordSize: Int? = nil) -> Configuration {
+    // SIGNALWAL_TEST_LOG=1 shows the engine's logs; by default tests are quiet.
     var logger = Logger(label: "signalwal-test")
-    logger.logLevel = ProcessInfo.processInfo.environment["SIGNALWAL_TEST_LOG"] == nil ? .critical : .trace
+    if ProcessInfo.processInfo.environment["SIGNALWAL_TEST_LOG"] == nil {
+        logger = Logger(label: "signalwal-test", factory: { _ in SwiftLogNoOpLogHandler() })
+    } else {
+        logger.logLevel = .trace
+    }
     var configuration = Configuration(segmentSize: segmentSize, maxRecordSize: maxRecordSize, spareSegments: spares,
                                       durability: durability, logger: logger)
     configuration.useIOURing = true
@@ -108,7 +113,7 @@ var demoExecutable: String {
 
 /// Runs a command to completion and returns its exit status and standard output.
 @discardableResult
-func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+func runCommand(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments

@@ -8,6 +8,7 @@
 ///     segment-000001.wal      fixed-size segment files, numbered without reuse
 ///     segment-000002.wal
 ///     .checkpoint             consumer progress (32 bytes)
+///     .checkpoint.next        the next checkpoint's file, allocated ahead (see CheckpointFile)
 ///     .lock                   flock'ed by the owning process; holds its PID as text
 ///     quarantine/             damaged bytes and segments moved aside by recovery
 ///

@@ -79,6 +79,10 @@ public final class WAL: Sendable {
         let lock = try DirectoryLock.acquire(directory: path)
         do {
             let recovered = try Recovery(directory: path, configuration: configuration).run()
+            // So that a checkpoint, the way a full WAL frees space, never needs a new block.
+            if !FileSystem.kind(of: path + "/" + CheckpointFile.standbyName).exists {
+                CheckpointFile.prepareStandby(directory: path)
+            }
             let wal = WAL(directory: path, configuration: configuration, lock: lock, recovered: recovered)
             wal.allocator.start()
             wal.committer.start()

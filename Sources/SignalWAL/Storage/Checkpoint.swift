@@ -1,7 +1,14 @@
 /// Reads and writes the `.checkpoint` file atomically: write a temporary file, fsync it, rename
 /// it over the old one, fsync the directory. A crash at any point leaves the old or the new
 /// checkpoint, never a mix.
+///
+/// The temporary file, `.checkpoint.next`, is created ahead of time (right after the previous
+/// checkpoint, in the block the old checkpoint file just freed), so a checkpoint rewrites bytes
+/// that are already allocated and still works on a filesystem with zero bytes free. That
+/// matters: a checkpoint is how a full WAL frees space.
 enum CheckpointFile {
+    static let standbyName = Format.checkpointFileName + ".next"
+
     enum LoadResult: Equatable {
         case found(UInt64)
         case missing
@@ -31,19 +38,37 @@ enum CheckpointFile {
 
     static func store(_ lsn: UInt64, directory: String) throws {
         let path = directory + "/" + Format.checkpointFileName
-        let temporary = path + Format.temporarySuffix
-        let file = try FileHandle.open(temporary, writable: true, create: true)
+        let standby = directory + "/" + standbyName
+        let created = !FileSystem.kind(of: standby).exists
+        let file = try FileHandle.open(standby, writable: true, create: true)
         do {
-            try file.truncate(to: 0)
+            // Same size every time: the write lands in blocks the file already has.
             try file.write(CheckpointRecord(lsn: lsn).encoded(), at: 0)
             try file.sync()
             try file.close()
         } catch {
             file.closeQuietly()
-            try? FileSystem.remove(temporary)
+            if created { try? FileSystem.remove(standby) }
             throw error
         }
-        try FileSystem.rename(temporary, to: path)
+        try FileSystem.rename(standby, to: path)
         try FileSystem.syncDirectory(directory)
+        prepareStandby(directory: directory)
+    }
+
+    /// Creates the next checkpoint's file now, while the block the old checkpoint freed is
+    /// available. Best effort: if it fails, the next checkpoint creates it.
+    static func prepareStandby(directory: String) {
+        let standby = directory + "/" + standbyName
+        guard let file = try? FileHandle.open(standby, writable: true, create: true) else { return }
+        defer { file.closeQuietly() }
+        do {
+            try file.write([UInt8](repeating: 0, count: Format.checkpointSize), at: 0)
+            try file.sync()
+            try FileSystem.syncDirectory(directory)
+        } catch {
+            file.closeQuietly()
+            try? FileSystem.remove(standby)
+        }
     }
 }

@@ -1,0 +1,186 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import XCTest
+import SignalWALWorkload
+@testable import SignalWAL
+
+/// Tests that need another process: crashes, a second owner, another user.
+final class ProcessTests: XCTestCase {
+    func testKilledWriterLosesNothingAcknowledged() throws {
+        let iterations = Int(ProcessInfo.processInfo.environment["SIGNALWAL_CRASH_ITERATIONS"] ?? "") ?? 20
+        let directory = makeTemporaryDirectory(self)
+        try FileSystem.createDirectories(directory)
+        var totalAcks = 0
+        var reopenMilliseconds: [Double] = []
+        for iteration in 0..<iterations {
+            let seed = UInt64.random(in: 1 ... .max)
+            let ackFile = directory + "-acks-\(iteration)"
+            defer { try? FileManager.default.removeItem(atPath: ackFile) }
+            XCTAssertTrue(FileManager.default.createFile(atPath: ackFile, contents: nil))
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: demoExecutable)
+            process.arguments = ["child", directory, String(seed), "4"]
+            process.standardOutput = try Foundation.FileHandle(forWritingTo: URL(fileURLWithPath: ackFile))
+            process.standardError = Foundation.FileHandle.nullDevice
+            try process.run()
+            // Let it get going, then kill it at a random moment.
+            let deadline = Date().addingTimeInterval(10)
+            while ((try? FileManager.default.attributesOfItem(atPath: ackFile)[.size] as? Int) ?? 0) == 0 && Date() < deadline {
+                usleep(5000)
+            }
+            usleep(UInt32.random(in: 10_000...300_000))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            XCTAssertEqual(process.terminationReason, .uncaughtSignal)
+
+            let text = try String(contentsOfFile: ackFile, encoding: .utf8)
+            let acks = text.split(separator: "\n").compactMap(Workload.Ack.init(line:))
+            XCTAssertFalse(acks.isEmpty, "iteration \(iteration): the child acknowledged nothing")
+            totalAcks += acks.count
+
+            let started = ContinuousClock.now
+            let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+            let elapsed = ContinuousClock.now - started
+            reopenMilliseconds.append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
+            var byLSN: [LSN: [UInt8]] = [:]
+            var previous = wal.checkpointLSN
+            for record in wal.records(from: wal.checkpointLSN + 1) {
+                XCTAssertGreaterThan(record.lsn, previous, "LSNs strictly increase")
+                previous = record.lsn
+                XCTAssertNotNil(Workload.identify(record.payload, seed: seed), "record \(record.lsn) was never appended")
+                byLSN[record.lsn] = record.payload
+            }
+            for ack in acks {
+                XCTAssertEqual(byLSN[ack.lsn], Workload.payload(seed: seed, thread: ack.thread, index: ack.index),
+                               "iteration \(iteration): acknowledged record \(ack.lsn) is missing or different")
+            }
+            XCTAssertEqual(wal.recoveryReport.recordsLost, 0, "a kill loses no durable record: \(wal.recoveryReport.damage)")
+            try wal.checkpoint(upTo: wal.visibleLSN)
+            try wal.close()
+        }
+        let sorted = reopenMilliseconds.sorted()
+        print("crash test: \(iterations) kills, \(totalAcks) acknowledged records checked, reopen p50 \(sorted[sorted.count / 2]) ms, max \(sorted.last!) ms")
+    }
+
+    func testSecondProcessIsRefusedWithTheHoldersPID() throws {
+        let directory = makeTemporaryDirectory(self)
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        defer { try? wal.close() }
+        let result = try runCommand(demoExecutable, ["open-as", "0", directory])
+        XCTAssertEqual(result.status, 3, result.output)
+        XCTAssertTrue(result.output.contains("kind=locked(pid: Optional(\(getpid())))"), result.output)
+        XCTAssertTrue(result.output.contains("\(directory)/.lock") && result.output.contains("PID \(getpid())"), result.output)
+    }
+
+    func testPermissionDeniedNamesOwnerModeAndUID() throws {
+        guard getuid() == 0 else { throw XCTSkip("needs root to switch to an unprivileged uid; running as uid \(getuid())") }
+        let base = makeTemporaryDirectory(self)
+        try FileSystem.createDirectories(base)
+        // A parent only root may enter: the WAL directory cannot be created.
+        let closed = base + "/closed"
+        try FileManager.default.createDirectory(atPath: closed, withIntermediateDirectories: false,
+                                                attributes: [.posixPermissions: 0o700])
+        var result = try runCommand(demoExecutable, ["open-as", "65534", closed + "/wal"])
+        XCTAssertEqual(result.status, 3, result.output)
+        XCTAssertTrue(result.output.contains("kind=permissionDenied"), result.output)
+        XCTAssertTrue(result.output.contains("\(closed) is owned by uid 0") && result.output.contains("mode 700")
+                      && result.output.contains("runs as uid 65534"), result.output)
+        // An existing WAL directory the user cannot write: the lock file cannot be created.
+        let readOnly = base + "/readonly"
+        try FileManager.default.createDirectory(atPath: readOnly, withIntermediateDirectories: false,
+                                                attributes: [.posixPermissions: 0o755])
+        result = try runCommand(demoExecutable, ["open-as", "65534", readOnly])
+        XCTAssertEqual(result.status, 3, result.output)
+        XCTAssertTrue(result.output.contains("kind=permissionDenied") && result.output.contains("mode 755"), result.output)
+        XCTAssertTrue(result.output.contains(readOnly), result.output)
+    }
+}
+
+/// Out of space on a real, size-limited filesystem.
+final class FullDiskTests: XCTestCase {
+    var mountPoint: String?
+
+    override func tearDown() {
+        if let mountPoint {
+            _ = try? runCommand("/bin/umount", ["-l", mountPoint])
+        }
+    }
+
+    func testFullDiskGivesRetryableErrorNoSIGBUSAndAppendsResumeAfterCheckpoint() throws {
+        let directory = makeTemporaryDirectory(self)
+        try FileSystem.createDirectories(directory)
+        let mount = try runCommand("/bin/mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", directory])
+        guard mount.status == 0 else {
+            print("skipping: the kernel refused to mount a tmpfs here (status \(mount.status)): \(mount.output)")
+            throw XCTSkip("mount -t tmpfs refused: \(mount.output)")
+        }
+        mountPoint = directory
+        let walDirectory = directory + "/wal"
+        var wal = try WAL.open(directory: walDirectory, configuration: testConfiguration(spares: 2))
+        let payload = [UInt8](repeating: 0xAB, count: 100_000)
+        var appended: [LSN] = []
+        var failure: WALError?
+        for _ in 0..<200 {
+            do { appended.append(try wal.append(payload)) } catch { failure = error as? WALError; break }
+        }
+        let failed = try XCTUnwrap(failure, "an 8 MiB filesystem must fill up")
+        XCTAssertEqual(failed.kind, .outOfSpace, failed.description)
+        XCTAssertTrue(failed.isRetryable)
+        XCTAssertTrue(failed.description.contains(walDirectory), failed.description)
+        XCTAssertGreaterThan(appended.count, 40)
+        // Everything acknowledged is there.
+        XCTAssertEqual(readAll(wal, from: 1).map(\.lsn), appended)
+
+        // Take the last bytes too: zero bytes free.
+        let filler = directory + "/filler"
+        let fd = open(filler, O_CREAT | O_WRONLY, 0o644)
+        let block = [UInt8](repeating: 1, count: 4096)
+        while write(fd, block, block.count) > 0 {}
+        close(fd)
+        XCTAssertEqual(FileSystem.freeBytes(directory), 0)
+
+        // Close and reopen on the full disk: recovery needs no space.
+        try wal.close()
+        wal = try WAL.open(directory: walDirectory, configuration: testConfiguration(spares: 2))
+        XCTAssertEqual(readAll(wal, from: 1).map(\.lsn), appended)
+        // Checkpointing works with zero bytes free, and frees segments for reuse.
+        try wal.checkpoint(upTo: appended.last!)
+        var resumed = 0
+        let deadline = Date().addingTimeInterval(10)
+        while resumed < 30 && Date() < deadline {
+            do { try wal.append(payload); resumed += 1 } catch let error as WALError where error.kind == .outOfSpace {
+                usleep(10_000)
+            }
+        }
+        XCTAssertEqual(resumed, 30, "appends resume into recycled segments")
+        try wal.close()
+    }
+}
+
+/// Opening, appending, reading, checkpointing and closing leak neither descriptors nor mappings.
+final class LeakTests: XCTestCase {
+    func testThousandOpenCloseCyclesLeakNothing() throws {
+        let directory = makeTemporaryDirectory(self)
+        let cycles = 1000
+        // One warm-up cycle so lazily created process-wide state is not counted.
+        try cycle(directory, 0)
+        let descriptors = openFileDescriptorCount()
+        let mappings = mappingCount(containing: directory)
+        for index in 1...cycles { try cycle(directory, index) }
+        XCTAssertEqual(openFileDescriptorCount(), descriptors, "file descriptors leaked over \(cycles) cycles")
+        XCTAssertEqual(mappingCount(containing: directory), mappings, "mappings leaked over \(cycles) cycles")
+        XCTAssertEqual(mappings, 0)
+    }
+
+    private func cycle(_ directory: String, _ index: Int) throws {
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        let range = try wal.append(contentsOf: (0..<20).map { testPayload(index * 20 + $0, length: 3000) })
+        var count = 0
+        for _ in wal.records(from: range.lowerBound) { count += 1 }
+        XCTAssertEqual(count, 20)
+        try wal.checkpoint(upTo: range.upperBound)
+        try wal.close()
+    }
+}
