@@ -1,0 +1,34 @@
+# SignalWAL: `make run` for the demo, `make test` for the tests. Both install what is missing.
+SHELL := /bin/bash
+export PATH := $(PATH):/opt/swift/usr/bin
+
+.PHONY: run test deps build clean
+
+# Installs liburing-dev (io_uring headers and library) when it is missing: with apt-get when
+# running as root, otherwise by printing the exact command to run.
+deps:
+	@if [ ! -f /usr/include/liburing.h ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing liburing-dev"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liburing-dev; \
+	  else \
+	    echo "SignalWAL needs liburing-dev: run  sudo apt-get install -y liburing-dev  then try again"; exit 1; \
+	  fi; \
+	fi
+	@command -v swift >/dev/null || { echo "SignalWAL needs Swift 6.1 or newer on PATH (https://swift.org/install)"; exit 1; }
+
+build: deps
+	swift build
+
+# The demo: appends from 8 threads into .wal/demo, kills the writer with SIGKILL, recovers,
+# and checks every acknowledged record.
+run: deps
+	swift build --product signalwal-demo
+	.build/debug/signalwal-demo
+
+test: deps
+	swift build --build-tests
+	swift test
+
+clean:
+	rm -rf .build .wal
