@@ -46,7 +46,7 @@ enum FileSystem {
 
     /// fsyncs a directory so that entries created, renamed or removed in it are durable.
     static func syncDirectory(_ path: String) throws {
-        let handle = try FileHandle.openDirectory(path)
+        let handle = try OpenFile.openDirectory(path)
         defer { handle.closeQuietly() }
         try handle.sync()
     }

@@ -16,7 +16,7 @@ final class MappedRegion: @unchecked Sendable {
 
     /// Maps `length` bytes of `file`. Callers must have allocated (fallocate) and written every
     /// block first: a store into a hole on a full filesystem is a SIGBUS, not an error.
-    init(file: FileHandle, length: Int, writable: Bool) throws {
+    init(file: OpenFile, length: Int, writable: Bool) throws {
         var err: Int32 = 0
         let path = file.path
         var pointer: UnsafeMutableRawPointer?

@@ -101,13 +101,13 @@ public struct WALError: Error, Sendable, CustomStringConvertible, Equatable {
         if readOnly {
             return "The filesystem is mounted read-only: remount it read-write or pick a WAL directory on a writable filesystem."
         }
+        // The nearest ancestor that exists is the one whose permissions matter.
         var probe = path
         var st = stat()
-        while !probe.isEmpty {
-            if stat(probe, &st) == 0 { break }
-            guard let slash = probe.lastIndex(of: "/") else { probe = "."; continue }
-            probe = slash == probe.startIndex ? "/" : String(probe[..<slash])
-            if probe == "/" { _ = stat(probe, &st); break }
+        while stat(probe, &st) != 0 {
+            let parent = FileSystem.parentDirectory(of: probe)
+            if parent == probe { break }
+            probe = parent
         }
         let mode = String(st.st_mode & 0o7777, radix: 8)
         return "\(probe) is owned by uid \(st.st_uid) gid \(st.st_gid) with mode \(mode), and this process runs as uid \(getuid()) gid \(getgid()): run as the owner, or chown/chmod the directory (the services run as uid 1000)."

@@ -191,7 +191,7 @@ struct Recovery {
 
     /// Reads and checks one segment's header. `.failure` carries why the file is unusable.
     private func examine(path: String, nameSequence: UInt64) throws -> Result<Candidate, QuarantineReason> {
-        let file = try FileHandle.open(path, writable: false)
+        let file = try OpenFile.open(path, writable: false)
         defer { file.closeQuietly() }
         let size = try file.size()
         guard size >= Format.segmentHeaderBlock else {

@@ -17,9 +17,9 @@ enum CheckpointFile {
 
     static func load(directory: String) throws -> LoadResult {
         let path = directory + "/" + Format.checkpointFileName
-        let file: FileHandle
+        let file: OpenFile
         do {
-            file = try FileHandle.open(path, writable: false)
+            file = try OpenFile.open(path, writable: false)
         } catch let error as WALError where error.kind == .notFound {
             return .missing
         }
@@ -40,7 +40,7 @@ enum CheckpointFile {
         let path = directory + "/" + Format.checkpointFileName
         let standby = directory + "/" + standbyName
         let created = !FileSystem.kind(of: standby).exists
-        let file = try FileHandle.open(standby, writable: true, create: true)
+        let file = try OpenFile.open(standby, writable: true, create: true)
         do {
             // Same size every time: the write lands in blocks the file already has.
             try file.write(CheckpointRecord(lsn: lsn).encoded(), at: 0)
@@ -60,7 +60,7 @@ enum CheckpointFile {
     /// available. Best effort: if it fails, the next checkpoint creates it.
     static func prepareStandby(directory: String) {
         let standby = directory + "/" + standbyName
-        guard let file = try? FileHandle.open(standby, writable: true, create: true) else { return }
+        guard let file = try? OpenFile.open(standby, writable: true, create: true) else { return }
         defer { file.closeQuietly() }
         do {
             try file.write([UInt8](repeating: 0, count: Format.checkpointSize), at: 0)

@@ -9,9 +9,9 @@ import Glibc
 /// the refusal can name it.
 final class DirectoryLock: Sendable {
     let path: String
-    private let file: FileHandle
+    private let file: OpenFile
 
-    private init(path: String, file: FileHandle) {
+    private init(path: String, file: OpenFile) {
         self.path = path
         self.file = file
     }
@@ -19,7 +19,7 @@ final class DirectoryLock: Sendable {
     static func acquire(directory: String) throws -> DirectoryLock {
         let path = directory + "/" + Format.lockFileName
         let existed = FileSystem.kind(of: path).exists
-        let file = try FileHandle.open(path, writable: true, create: true)
+        let file = try OpenFile.open(path, writable: true, create: true)
         do {
             guard try file.tryLockExclusive() else {
                 let pid = holderPID(file)
@@ -37,7 +37,7 @@ final class DirectoryLock: Sendable {
     }
 
     /// The PID written by the current holder, if it can be read.
-    static func holderPID(_ file: FileHandle) -> Int32? {
+    static func holderPID(_ file: OpenFile) -> Int32? {
         var bytes = [UInt8](repeating: 0, count: 32)
         guard let count = try? bytes.withUnsafeMutableBytes({ try file.read(into: $0, at: 0) }), count > 0 else { return nil }
         let digits = bytes[0..<count].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
@@ -47,7 +47,7 @@ final class DirectoryLock: Sendable {
     /// The PID of the process holding the lock on `directory`, without taking it. For tools.
     static func holder(directory: String) -> Int32? {
         let path = directory + "/" + Format.lockFileName
-        guard let file = try? FileHandle.open(path, writable: false) else { return nil }
+        guard let file = try? OpenFile.open(path, writable: false) else { return nil }
         defer { file.closeQuietly() }
         // Taking the lock succeeds only when nobody holds it; closing the descriptor releases it.
         if (try? file.tryLockExclusive()) == true {

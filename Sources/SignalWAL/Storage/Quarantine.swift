@@ -21,7 +21,7 @@ struct Quarantine {
         let target = path + "/" + Format.quarantineFileName(sequence: sequence, offset: offset)
         if FileSystem.kind(of: target).exists { return target }
         let temporary = target + Format.temporarySuffix
-        let file = try FileHandle.open(temporary, writable: true, create: true)
+        let file = try OpenFile.open(temporary, writable: true, create: true)
         do {
             try file.truncate(to: 0)
             try file.write(bytes, at: 0)

@@ -8,10 +8,10 @@ final class Segment: Sendable {
     let epoch: UInt64
     let size: Int
     let path: String
-    let file: FileHandle
+    let file: OpenFile
     let mapping: MappedRegion
 
-    private init(sequence: UInt64, epoch: UInt64, path: String, file: FileHandle, mapping: MappedRegion) {
+    private init(sequence: UInt64, epoch: UInt64, path: String, file: OpenFile, mapping: MappedRegion) {
         self.sequence = sequence
         self.epoch = epoch
         self.size = mapping.length
@@ -22,7 +22,7 @@ final class Segment: Sendable {
 
     /// Opens and maps a segment whose header has already been validated.
     static func open(path: String, header: SegmentHeader, writable: Bool) throws -> Segment {
-        let file = try FileHandle.open(path, writable: writable)
+        let file = try OpenFile.open(path, writable: writable)
         do {
             let mapping = try MappedRegion(file: file, length: Int(header.segmentSize), writable: writable)
             return Segment(sequence: header.sequence, epoch: header.epoch, path: path, file: file, mapping: mapping)
@@ -35,7 +35,7 @@ final class Segment: Sendable {
     /// Maps a segment read-only for a reader and closes the descriptor at once: the mapping
     /// keeps the file alive, and readers should not hold descriptors.
     static func openForReading(path: String, sequence: UInt64, epoch: UInt64, size: Int) throws -> Segment {
-        let file = try FileHandle.open(path, writable: false)
+        let file = try OpenFile.open(path, writable: false)
         defer { file.closeQuietly() }
         let mapping = try MappedRegion(file: file, length: size, writable: false)
         return Segment(sequence: sequence, epoch: epoch, path: path, file: file, mapping: mapping)

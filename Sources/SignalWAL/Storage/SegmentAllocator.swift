@@ -187,7 +187,7 @@ final class SegmentAllocator: Sendable {
     func allocate(_ sequence: UInt64, uring: IOURing?) throws -> Segment {
         let path = directory + "/" + Format.segmentFileName(sequence)
         let temporary = path + Format.temporarySuffix
-        let file = try FileHandle.open(temporary, writable: true, create: true)
+        let file = try OpenFile.open(temporary, writable: true, create: true)
         do {
             try file.truncate(to: 0)
             try file.allocate(offset: 0, length: segmentSize)
@@ -208,7 +208,7 @@ final class SegmentAllocator: Sendable {
 
     /// Writes zeros over the whole file in 4 KiB units: through io_uring in batches when a ring
     /// is available, else with pwrite.
-    private func zeroFill(_ file: FileHandle, uring: IOURing?) throws {
+    private func zeroFill(_ file: OpenFile, uring: IOURing?) throws {
         let page = 4096
         let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: page, alignment: page)
         defer { zeros.deallocate() }
@@ -239,7 +239,7 @@ final class SegmentAllocator: Sendable {
     /// Turns a file below the checkpoint into spare `sequence`: new header with a new epoch
     /// (so its old records read as stale), flushed, then renamed, then the directory fsynced.
     func recycle(_ oldPath: String, as sequence: UInt64) throws -> Segment {
-        let file = try FileHandle.open(oldPath, writable: true)
+        let file = try OpenFile.open(oldPath, writable: true)
         guard (try? file.size()) == segmentSize else {
             // Written with another segment size: not reusable as it is.
             file.closeQuietly()

@@ -5,7 +5,7 @@ import CShims
 import Synchronization
 
 /// An open file descriptor that remembers its path for error messages and closes exactly once.
-final class FileHandle: Sendable {
+final class OpenFile: Sendable {
     let fd: Int32
     let path: String
     private let isClosed = Atomic<Bool>(false)
@@ -17,18 +17,18 @@ final class FileHandle: Sendable {
 
     /// Opens `path`; `create` adds `O_CREAT` with mode 0644, `exclusive` adds `O_EXCL`.
     static func open(_ path: String, writable: Bool, create: Bool = false, exclusive: Bool = false,
-                     direct: Bool = false) throws -> FileHandle {
+                     direct: Bool = false) throws -> OpenFile {
         var flags = writable ? O_RDWR : O_RDONLY
         if create { flags |= O_CREAT }
         if exclusive { flags |= O_EXCL }
         let fd = try Syscall.run(.open, path: path) { Int(sw_open(path, flags, direct ? 1 : 0, 0o644)) }
-        return FileHandle(fd: Int32(fd), path: path)
+        return OpenFile(fd: Int32(fd), path: path)
     }
 
     /// Opens a directory read-only so it can be fsynced.
-    static func openDirectory(_ path: String) throws -> FileHandle {
+    static func openDirectory(_ path: String) throws -> OpenFile {
         let fd = try Syscall.run(.open, path: path) { Int(sw_open(path, O_RDONLY | O_DIRECTORY, 0, 0)) }
-        return FileHandle(fd: Int32(fd), path: path)
+        return OpenFile(fd: Int32(fd), path: path)
     }
 
     deinit { closeQuietly() }
