@@ -265,13 +265,16 @@ final class RecoveryTests: XCTestCase {
 
     // MARK: Checkpoint file
 
-    func testMissingCheckpointFallsBackToOldestRecord() throws {
+    private func makeCheckpointedWAL() throws -> String {
         let directory = try makeWAL()
-        do {
-            let wal = try open(directory)
-            try wal.checkpoint(upTo: 100)
-            try wal.close()
-        }
+        let wal = try open(directory)
+        try wal.checkpoint(upTo: 100)
+        try wal.close()
+        return directory
+    }
+
+    func testMissingCheckpointFallsBackToOldestRecord() throws {
+        let directory = try makeCheckpointedWAL()
         try FileManager.default.removeItem(atPath: directory + "/.checkpoint")
         let wal = try open(directory)
         XCTAssertEqual(wal.recoveryReport.checkpointProblem, "missing")
@@ -281,12 +284,7 @@ final class RecoveryTests: XCTestCase {
     }
 
     func testCorruptCheckpointFallsBackToOldestRecord() throws {
-        let directory = try makeWAL()
-        do {
-            let wal = try open(directory)
-            try wal.checkpoint(upTo: 100)
-            try wal.close()
-        }
+        let directory = try makeCheckpointedWAL()
         for byte in [0, 16, 24] {
             flipBit(directory + "/.checkpoint", at: byte)
             let wal = try open(directory)
