@@ -33,8 +33,10 @@ final class GroupCommitter: Sendable {
     struct State {
         var written: LogPosition
         var durable: LogPosition
-        /// Segments written since the last flush started, oldest first.
-        var dirty: [Segment] = []
+        /// Sealed segments written since the last flush started, oldest first (usually none),
+        /// and the active one. Kept apart so a flush needs no allocation.
+        var dirtySealed: [Segment] = []
+        var dirtyActive: Segment?
         var failure: WALError?
         var stopping = false
         var stopped = false
@@ -87,7 +89,10 @@ final class GroupCommitter: Sendable {
         var wake: [Follower] = []
         state.withLock { value in
             value.written = position
-            if value.dirty.last !== segment { value.dirty.append(segment) }
+            if value.dirtyActive !== segment {
+                if let previous = value.dirtyActive { value.dirtySealed.append(previous) }
+                value.dirtyActive = segment
+            }
             if policy == .none { wake = takeFollowers(&value, upTo: position.lsn) }
         }
         if policy == .groupCommit { state.broadcast() }
@@ -169,23 +174,24 @@ final class GroupCommitter: Sendable {
                 let parts = duration.components
                 interval = Int(parts.seconds) * 1_000_000_000 + Int(parts.attoseconds / 1_000_000_000)
             }
-            let job: (target: LogPosition, segments: [Segment])? = state.wait(until: { value in
+            let job: (target: LogPosition, sealed: [Segment], active: Segment?)? = state.wait(until: { value in
                 switch policy {
                 case .groupCommit: return value.stopping || value.written.lsn > value.durable.lsn
                 case .interval, .none: return value.stopping
                 }
             }, timeoutNanoseconds: interval) { value in
-                guard value.failure == nil, value.written.lsn > value.durable.lsn || !value.dirty.isEmpty else { return nil }
+                guard value.failure == nil, value.written.lsn > value.durable.lsn || value.dirtyActive != nil else { return nil }
                 // The next copy into the active segment lists it again (see noteWritten).
-                let segments = value.dirty
-                value.dirty = []
-                return (value.written, segments)
+                let job = (value.written, value.dirtySealed, value.dirtyActive)
+                if !value.dirtySealed.isEmpty { value.dirtySealed = [] }
+                value.dirtyActive = nil
+                return job
             }
-            if let job { flush(job.target, job.segments) }
+            if let job { flush(job.target, sealed: job.sealed, active: job.active) }
             let done = state.withLock { value -> Bool in
                 guard value.stopping else { return false }
                 // Leave only when everything written has been flushed (or flushing failed).
-                return value.failure != nil || (value.written.lsn == value.durable.lsn && value.dirty.isEmpty)
+                return value.failure != nil || (value.written.lsn == value.durable.lsn && value.dirtyActive == nil)
             }
             if done { break }
         }
@@ -200,18 +206,20 @@ final class GroupCommitter: Sendable {
         for follower in followers { follower.continuation.resume(returning: false) }
     }
 
-    private func flush(_ target: LogPosition, _ segments: [Segment]) {
+    private func flush(_ target: LogPosition, sealed: [Segment], active: Segment?) {
         var failed: WALError? = nil
-        for segment in segments {
+        func flushOne(_ segment: Segment) {
+            guard failed == nil else { return }
             do {
                 try segment.flush()
             } catch {
                 let cause = error as? WALError
                 failed = WALError(.flushFailed, path: segment.path, operation: "fdatasync", errno: cause?.errno ?? 0,
                                   hint: "Flushing the WAL failed, so nothing written since the last good flush is acknowledged; the kernel may have dropped those pages, so SignalWAL will not retry. Check the device (dmesg), then reopen the WAL: recovery keeps everything that is really on disk.")
-                break
             }
         }
+        for segment in sealed { flushOne(segment) }
+        if let active { flushOne(active) }
         var resume: [Waiter] = []
         var fail: [Waiter] = []
         var wake: [Follower] = []

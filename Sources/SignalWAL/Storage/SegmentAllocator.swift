@@ -26,7 +26,6 @@ final class SegmentAllocator: Sendable {
         var failureGeneration = 0
         var retryRequested = false
         var stopping = false
-        var busy = false
         var prepared = 0
         var recycled = 0
     }
@@ -132,7 +131,6 @@ final class SegmentAllocator: Sendable {
                 if value.stopping { return .stop }
                 if value.ready.count < target {
                     value.retryRequested = false
-                    value.busy = true
                     let sequence = value.nextSequence
                     value.nextSequence += 1
                     if !value.reusable.isEmpty { return .recycle(value.reusable.removeFirst(), sequence) }
@@ -158,7 +156,6 @@ final class SegmentAllocator: Sendable {
 
     private func finish(_ result: Result<Segment, any Error>, sequence: UInt64, recycled: Bool) {
         state.withLock { value in
-            value.busy = false
             switch result {
             case .success(let segment):
                 value.ready.append(segment)
