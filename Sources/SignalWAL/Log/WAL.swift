@@ -249,10 +249,15 @@ public final class WAL: Sendable {
         let mapping = segment.mapping
         precondition(offset >= Format.segmentHeaderBlock && offset % Format.recordAlignment == 0 && offset + span <= segment.size,
                      "record placement out of bounds")
-        header.store(to: UnsafeMutableRawBufferPointer(start: mapping.base + offset, count: Format.recordHeaderSize))
+        header.store(to: mapping.mutableSlice(offset, Format.recordHeaderSize))
         mapping.store(payload, at: offset + Format.recordHeaderSize)
         let padding = span - Format.recordHeaderSize - payload.count
         if padding > 0 { mapping.zero(offset + Format.recordHeaderSize + payload.count, padding) }
+        // Check after writing (debug builds): the bytes must read back as this very record
+        // through the scanner recovery and readers use.
+        assert(SegmentScanner(bytes: mapping.bytes, epoch: segment.epoch, maxPayload: Format.largestPayload(segmentSize: segment.size),
+                              limit: offset + span).validRecord(at: offset, after: header.lsn - 1) == header,
+               "a record failed its own check right after being written")
     }
 
     /// Seals the active segment (its catalog entry gets its final end) and makes `next` active.

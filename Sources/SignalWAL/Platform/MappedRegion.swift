@@ -43,6 +43,12 @@ final class MappedRegion: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: base + offset, count: count)
     }
 
+    /// A writable view of `[offset, offset + count)`, bounds-checked.
+    func mutableSlice(_ offset: Int, _ count: Int) -> UnsafeMutableRawBufferPointer {
+        precondition(offset >= 0 && count >= 0 && offset + count <= length, "mapping access out of bounds")
+        return UnsafeMutableRawBufferPointer(start: base + offset, count: count)
+    }
+
     func store(_ source: UnsafeRawBufferPointer, at offset: Int) {
         precondition(offset >= 0 && offset + source.count <= length, "mapping store out of bounds")
         guard let from = source.baseAddress, source.count > 0 else { return }
