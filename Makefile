@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: run test deps build clean
+.PHONY: run test sanitize deps build clean
 
 # Installs liburing-dev (io_uring headers and library) when it is missing: with apt-get when
 # running as root, otherwise by printing the exact command to run.
@@ -30,5 +30,11 @@ test: deps
 	swift build --build-tests
 	swift test
 
+# The suite under ThreadSanitizer (concurrency tests) and AddressSanitizer (everything).
+# Separate build folders, so they do not invalidate the normal build.
+sanitize: deps
+	swift test --sanitize=thread --scratch-path .build-tsan --filter "AppendReadTests|CheckpointTests|ErrorTests|RecoveryTests"
+	swift test --sanitize=address --scratch-path .build-asan
+
 clean:
-	rm -rf .build .wal
+	rm -rf .build .build-tsan .build-asan .wal

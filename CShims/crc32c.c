@@ -3,9 +3,12 @@
 #include <string.h>
 
 static uint32_t sw_crc_table[8][256];
-static int sw_crc_table_ready = 0;
+// Set once by the constructor, before any thread exists; read-only afterwards.
+static int sw_crc_use_hw = 0;
+int sw_crc32c_has_hw(void);
 
-// Why a constructor: the table is built once before any thread can race on it.
+// Why a constructor: the table and the hardware choice are settled once, before any thread
+// can race on them.
 __attribute__((constructor)) static void sw_crc_init(void) {
     for (uint32_t n = 0; n < 256; n++) {
         uint32_t c = n;
@@ -19,7 +22,10 @@ __attribute__((constructor)) static void sw_crc_init(void) {
             sw_crc_table[t][n] = c;
         }
     }
-    sw_crc_table_ready = 1;
+#if defined(__x86_64__)
+    __builtin_cpu_init(); // required before __builtin_cpu_supports in a constructor
+#endif
+    sw_crc_use_hw = sw_crc32c_has_hw();
 }
 
 uint32_t sw_crc32c_sw(uint32_t crc, const void *data, size_t len) {
@@ -62,10 +68,6 @@ uint32_t sw_crc32c_hw(uint32_t crc, const void *data, size_t len) { return sw_cr
 int sw_crc32c_has_hw(void) { return 0; }
 #endif
 
-static int sw_crc_use_hw = -1;
-
 uint32_t sw_crc32c(uint32_t crc, const void *data, size_t len) {
-    // A benign race: every thread computes the same answer.
-    if (__builtin_expect(sw_crc_use_hw < 0, 0)) sw_crc_use_hw = sw_crc32c_has_hw();
     return sw_crc_use_hw ? sw_crc32c_hw(crc, data, len) : sw_crc32c_sw(crc, data, len);
 }

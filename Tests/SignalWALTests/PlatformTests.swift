@@ -90,7 +90,7 @@ final class PlatformTests: XCTestCase {
         // MADV_POPULATE_WRITE pre-faults the pages (kernels before 5.14 answer EINVAL).
         let populated = sw_madvise_populate_write(mapping.base, 1 << 16)
         XCTAssertTrue(populated == 0 || populated == -EINVAL, "\(populated)")
-        mapping.store(UnsafeRawBufferPointer(start: [UInt8](repeating: 7, count: 16), count: 16), at: 100)
+        [UInt8](repeating: 7, count: 16).withUnsafeBytes { mapping.store($0, at: 100) }
         try mapping.sync(100, 16)
         var check = [UInt8](repeating: 0, count: 16)
         _ = try check.withUnsafeMutableBytes { try file.read(into: $0, at: 100) }
