@@ -7,9 +7,11 @@ let package = Package(
     products: [
         .library(name: "SignalWAL", targets: ["SignalWAL"]),
         .executable(name: "signalwal-demo", targets: ["signalwal-demo"]),
+        .executable(name: "signalwal-bench", targets: ["signalwal-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
         // Only what Swift cannot import well: liburing's inline functions, fallocate flags,
@@ -32,6 +34,16 @@ let package = Package(
         .target(
             name: "SignalWALWorkload",
             dependencies: ["SignalWAL"]
+        ),
+        // The benchmark harness: one implementation behind `signalwal-bench` (and later
+        // `signalwal bench`).
+        .target(
+            name: "SignalWALBench",
+            dependencies: ["SignalWAL", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "signalwal-bench",
+            dependencies: ["SignalWALBench", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // `make run`: appends, crashes itself, recovers and reports. The tests also use it as the
         // child process of their crash and permission tests.

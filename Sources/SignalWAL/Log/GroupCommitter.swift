@@ -51,13 +51,17 @@ final class GroupCommitter: Sendable {
     let logger: Logger
     let directory: String
     private let state: ConditionLock<State>
+    /// The flush thread waits on this for new work; nobody else does.
+    private static let work = 0
+    /// Durability waiters wait on this; it is broadcast once per completed flush.
+    private static let flushed = 1
     private let thread = ConditionLock<pthread_t?>(nil)
 
     init(start: LogPosition, policy: DurabilityPolicy, directory: String, logger: Logger) {
         self.policy = policy
         self.logger = logger
         self.directory = directory
-        state = ConditionLock(State(written: start, durable: start))
+        state = ConditionLock(State(written: start, durable: start), conditions: 2)
     }
 
     func start() {
@@ -95,13 +99,14 @@ final class GroupCommitter: Sendable {
             }
             if policy == .none { wake = takeFollowers(&value, upTo: position.lsn) }
         }
-        if policy == .groupCommit { state.broadcast() }
+        if policy == .groupCommit { state.signal(Self.work) }
         for follower in wake { follower.continuation.resume(returning: true) }
     }
 
     /// Blocks the calling thread until `lsn` is durable (or the flush failed, or the WAL closed).
     func waitDurable(_ lsn: LSN) throws {
-        let failure: WALError? = state.wait(until: { $0.durable.lsn >= lsn || $0.failure != nil || $0.stopped }) { value in
+        let failure: WALError? = state.wait(until: { $0.durable.lsn >= lsn || $0.failure != nil || $0.stopped },
+                                            on: Self.flushed) { value in
             if value.durable.lsn >= lsn { return nil }
             return value.failure ?? closedError()
         }
@@ -160,7 +165,7 @@ final class GroupCommitter: Sendable {
     /// Flushes everything written, then stops the thread. Returns the final flush's failure.
     func stop() -> WALError? {
         state.withLock { $0.stopping = true }
-        state.broadcast()
+        state.signal(Self.work)
         if let handle = thread.withLock({ value -> pthread_t? in defer { value = nil }; return value }) {
             pthread_join(handle, nil)
         }
@@ -179,7 +184,7 @@ final class GroupCommitter: Sendable {
                 case .groupCommit: return value.stopping || value.written.lsn > value.durable.lsn
                 case .interval, .none: return value.stopping
                 }
-            }, timeoutNanoseconds: interval) { value in
+            }, on: Self.work, timeoutNanoseconds: interval) { value in
                 guard value.failure == nil, value.written.lsn > value.durable.lsn || value.dirtyActive != nil else { return nil }
                 // The next copy into the active segment lists it again (see noteWritten).
                 let job = (value.written, value.dirtySealed, value.dirtyActive)
@@ -200,7 +205,7 @@ final class GroupCommitter: Sendable {
             defer { value.waiters = []; value.followers = [] }
             return (value.waiters, value.followers)
         }
-        state.broadcast()
+        state.broadcast(Self.flushed)
         let error = failure ?? closedError()
         for waiter in waiters { waiter.continuation.resume(throwing: error) }
         for follower in followers { follower.continuation.resume(returning: false) }
@@ -240,7 +245,7 @@ final class GroupCommitter: Sendable {
             value.waiters.removeAll { $0.lsn <= target.lsn }
             if policy != .none { wake = takeFollowers(&value, upTo: target.lsn) }
         }
-        state.broadcast()
+        state.broadcast(Self.flushed)
         if let failed {
             logger.critical("a flush failed; the WAL refuses appends until it is reopened", metadata: ["error": "\(failed)"])
         }

@@ -301,6 +301,24 @@ public final class WAL: Sendable {
     /// Flushes done since open.
     public var flushCount: Int { committer.statistics.flushes }
 
+    /// Counters since open, for benchmarks and metrics.
+    public struct Statistics: Sendable, Equatable {
+        /// Completed flushes (each an fdatasync of every segment written since the one before).
+        public var flushes: Int
+        /// Records made durable by those flushes.
+        public var recordsFlushed: UInt64
+        /// Segments prepared new, and recycled from below the checkpoint.
+        public var segmentsPrepared: Int
+        public var segmentsRecycled: Int
+    }
+
+    public var statistics: Statistics {
+        let committed = committer.statistics
+        let allocated = allocator.statistics
+        return Statistics(flushes: committed.flushes, recordsFlushed: committed.recordsFlushed,
+                          segmentsPrepared: allocated.prepared, segmentsRecycled: allocated.recycled)
+    }
+
     // MARK: Checkpoint
 
     /// Records that consumers have processed every record up to and including `lsn`.

@@ -1,0 +1,74 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Bytes the block device under a directory has written, from `/sys/dev/block/MAJ:MIN/stat`
+/// (field 7: sectors written, 512 bytes each). Used for `write_amplification`: what the disk
+/// wrote divided by what was appended. Includes every writer on that device, so it is an
+/// upper bound on a shared machine.
+public struct DiskCounters: Sendable {
+    public let statPath: String
+
+    public init?(directory: String) {
+        var st = stat()
+        guard stat(directory, &st) == 0 else { return nil }
+        let device = st.st_dev
+        let major = (device >> 8) & 0xfff | (device >> 32) & ~0xfff
+        let minor = device & 0xff | (device >> 12) & ~0xff
+        let path = "/sys/dev/block/\(major):\(minor)/stat"
+        guard access(path, R_OK) == 0 else { return nil }
+        statPath = path
+    }
+
+    public func bytesWritten() -> UInt64? {
+        guard let file = fopen(statPath, "r") else { return nil }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 512)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
+        let fields = String(cString: buffer).split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count > 6, let sectors = UInt64(fields[6]) else { return nil }
+        return sectors * 512
+    }
+}
+
+/// Peak resident set size of this process, in bytes.
+public func maxResidentBytes() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Int(usage.ru_maxrss) * 1024
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+/// Percentile of sorted samples (nearest rank).
+func percentile(_ sorted: [UInt64], _ fraction: Double) -> UInt64 {
+    guard !sorted.isEmpty else { return 0 }
+    let rank = Int((fraction * Double(sorted.count)).rounded(.up)) - 1
+    return sorted[min(max(rank, 0), sorted.count - 1)]
+}
+
+/// Runs `body(index)` on `count` new threads and waits for all of them.
+func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    final class Job: @unchecked Sendable {
+        // @unchecked: handed to exactly one thread.
+        let index: Int
+        let body: @Sendable (Int) -> Void
+        init(index: Int, body: @escaping @Sendable (Int) -> Void) { self.index = index; self.body = body }
+    }
+    var handles: [pthread_t] = []
+    for index in 0..<count {
+        var handle = pthread_t()
+        let rc = pthread_create(&handle, nil, { raw in
+            let job = Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue()
+            job.body(job.index)
+            return nil
+        }, Unmanaged.passRetained(Job(index: index, body: body)).toOpaque())
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+        handles.append(handle)
+    }
+    for handle in handles { pthread_join(handle, nil) }
+}

@@ -1,0 +1,229 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import SignalWAL
+import Synchronization
+
+/// Parses the `--policy` spelling: `group`, `interval:10ms` (also `us`, `s`), `none`.
+public func parsePolicy(_ text: String) -> DurabilityPolicy? {
+    if text == "group" || text == "groupCommit" { return .groupCommit }
+    if text == "none" { return DurabilityPolicy.none }
+    guard text.hasPrefix("interval:") else { return nil }
+    let value = text.dropFirst("interval:".count)
+    for (suffix, scale) in [("ms", 1_000_000), ("us", 1_000), ("s", 1_000_000_000)] where value.hasSuffix(suffix) {
+        guard let number = Int(value.dropLast(suffix.count)), number > 0 else { return nil }
+        return .interval(.nanoseconds(number * scale))
+    }
+    return nil
+}
+
+public func describe(_ policy: DurabilityPolicy) -> String {
+    switch policy {
+    case .groupCommit: return "group"
+    case .none: return "none"
+    case .interval(let interval):
+        let parts = interval.components
+        let ms = Int(parts.seconds) * 1000 + Int(parts.attoseconds / 1_000_000_000_000_000)
+        return "interval:\(ms)ms"
+    }
+}
+
+/// `signalwal-bench durable`: N appender threads append fixed-size records for S seconds, each
+/// timing its own appends (which return once durable under the policy).
+public struct DurableBenchmark: Sendable {
+    public var appenders: Int
+    public var recordSize: Int
+    public var seconds: Double
+    public var policy: DurabilityPolicy
+    public var backend: String
+    public var directory: String
+    public var segmentSize: Int = Format.defaultSegmentSize
+
+    public init(appenders: Int, recordSize: Int, seconds: Double, policy: DurabilityPolicy, backend: String, directory: String) {
+        self.appenders = appenders
+        self.recordSize = recordSize
+        self.seconds = seconds
+        self.policy = policy
+        self.backend = backend
+        self.directory = directory
+    }
+
+    public struct Result: Codable, Sendable {
+        public var appenders: Int
+        public var recordSize: Int
+        public var policy: String
+        public var backend: String
+        public var seconds: Double
+        public var records: Int
+        public var recordsPerSecond: Double
+        public var mbPerSecond: Double
+        public var p50Us: Double
+        public var p99Us: Double
+        public var p999Us: Double
+        public var flushes: Int
+        public var meanRecordsPerFlush: Double
+        /// Bytes the block device wrote per payload byte appended (nil when the device's
+        /// counters cannot be read).
+        public var writeAmplification: Double?
+        public var diskBytesWritten: UInt64?
+        public var bytesAppended: Int
+        public var maxRssBytes: Int
+    }
+
+    public func run() throws -> Result {
+        guard backend == "mmap" else {
+            throw WALError(.invalidArgument, path: directory, operation: "bench",
+                           hint: "backend \(backend) is not implemented yet; use --backend mmap")
+        }
+        _ = system("rm -rf '\(directory)'")
+        defer { _ = system("rm -rf '\(directory)'") }
+        var configuration = Configuration()
+        configuration.segmentSize = segmentSize
+        configuration.durability = policy
+        configuration.logger = Logger(label: "signalwal-bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        let wal = try WAL.open(directory: directory, configuration: configuration)
+        let counters = DiskCounters(directory: directory)
+
+        final class RunState: Sendable {
+            let measuring = Atomic<Bool>(false)
+            let stop = Atomic<Bool>(false)
+            let failures = Atomic<Int>(0)
+            let results = Mutex<[(count: Int, latencies: [UInt64])]>([])
+        }
+        let state = RunState()
+        let size = recordSize
+        let appenderCount = appenders
+        // Bounded: at most this many latency samples per appender are kept.
+        let sampleLimit = 2_000_000 / max(1, appenders) + 1000
+
+        let done = DispatchSemaphore(value: 0)
+        let runner = Thread {
+            onThreads(appenderCount) { index in
+                let payload = [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: size)
+                var latencies: [UInt64] = []
+                latencies.reserveCapacity(sampleLimit)
+                var count = 0
+                while !state.stop.load(ordering: .relaxed) {
+                    let started = monotonicNanoseconds()
+                    do {
+                        _ = try wal.append(payload)
+                    } catch {
+                        state.failures.add(1, ordering: .relaxed)
+                        continue
+                    }
+                    if state.measuring.load(ordering: .relaxed) {
+                        count += 1
+                        if latencies.count < sampleLimit { latencies.append(monotonicNanoseconds() - started) }
+                    }
+                }
+                state.results.withLock { $0.append((count, latencies)) }
+            }
+            done.signal()
+        }
+        runner.start()
+
+        // Warm up (first segments mapped, spares prepared), then measure.
+        usleep(UInt32(min(1.0, max(0.2, seconds / 5)) * 1_000_000))
+        let before = wal.statistics
+        let diskBefore = counters?.bytesWritten()
+        let started = monotonicNanoseconds()
+        state.measuring.store(true, ordering: .relaxed)
+        usleep(UInt32(seconds * 1_000_000))
+        state.stop.store(true, ordering: .relaxed)
+        done.wait()
+        let elapsed = Double(monotonicNanoseconds() - started) / 1e9
+        let after = wal.statistics
+        try wal.close()
+        let diskAfter = counters?.bytesWritten()
+        guard state.failures.load(ordering: .relaxed) == 0 else {
+            throw WALError(.io, path: directory, operation: "bench", hint: "\(state.failures.load(ordering: .relaxed)) appends failed")
+        }
+
+        let collected = state.results.withLock { $0 }
+        let records = collected.reduce(0) { $0 + $1.count }
+        let samples = collected.flatMap(\.latencies).sorted()
+        let flushes = after.flushes - before.flushes
+        let flushed = after.recordsFlushed - before.recordsFlushed
+        let appended = records * recordSize
+        var amplification: Double? = nil
+        var diskBytes: UInt64? = nil
+        if let diskBefore, let diskAfter, appended > 0 {
+            diskBytes = diskAfter - diskBefore
+            amplification = Double(diskAfter - diskBefore) / Double(appended)
+        }
+        let rate = Double(records) / elapsed
+        return Result(appenders: appenders, recordSize: recordSize, policy: describe(policy), backend: backend,
+                      seconds: elapsed, records: records, recordsPerSecond: rate,
+                      mbPerSecond: rate * Double(recordSize) / 1e6,
+                      p50Us: Double(percentile(samples, 0.5)) / 1000, p99Us: Double(percentile(samples, 0.99)) / 1000,
+                      p999Us: Double(percentile(samples, 0.999)) / 1000, flushes: flushes,
+                      meanRecordsPerFlush: flushes > 0 ? Double(flushed) / Double(flushes) : 0,
+                      writeAmplification: amplification, diskBytesWritten: diskBytes, bytesAppended: appended,
+                      maxRssBytes: maxResidentBytes())
+    }
+}
+
+/// `signalwal-bench replay`: writes `sizeMB` of 1 KiB records, reopens (recovery), then reads and
+/// CRC-verifies every record from a warm page cache.
+public struct ReplayBenchmark: Sendable {
+    public var sizeMB: Int
+    public var directory: String
+
+    public init(sizeMB: Int, directory: String) {
+        self.sizeMB = sizeMB
+        self.directory = directory
+    }
+
+    public struct Result: Codable, Sendable {
+        public var records: Int
+        public var bytes: Int
+        public var openMs: Double
+        public var seconds: Double
+        public var mbPerSecond: Double
+    }
+
+    public func run() throws -> Result {
+        _ = system("rm -rf '\(directory)'")
+        defer { _ = system("rm -rf '\(directory)'") }
+        var configuration = Configuration()
+        configuration.durability = .none
+        configuration.logger = Logger(label: "signalwal-bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        let payload = [UInt8](repeating: 0x42, count: 1024)
+        let count = sizeMB * 1_000_000 / payload.count
+        do {
+            let wal = try WAL.open(directory: directory, configuration: configuration)
+            var written = 0
+            while written < count {
+                let batch = min(1000, count - written)
+                try wal.append(contentsOf: Array(repeating: payload, count: batch))
+                written += batch
+            }
+            try wal.close()
+        }
+        let openStarted = monotonicNanoseconds()
+        let wal = try WAL.open(directory: directory, configuration: configuration)
+        let openMs = Double(monotonicNanoseconds() - openStarted) / 1e6
+        let started = monotonicNanoseconds()
+        var records = 0
+        var bytes = 0
+        for record in wal.records(from: 1) {
+            records += 1
+            bytes += record.payload.count
+        }
+        let seconds = Double(monotonicNanoseconds() - started) / 1e9
+        try wal.close()
+        guard records == count else {
+            throw WALError(.io, path: directory, operation: "replay", hint: "read \(records) records, wrote \(count)")
+        }
+        return Result(records: records, bytes: bytes, openMs: openMs, seconds: seconds, mbPerSecond: Double(bytes) / seconds / 1e6)
+    }
+}
+
+public func jsonLine<T: Encodable>(_ value: T) -> String {
+    let encoder = JSONEncoder()
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    encoder.outputFormatting = [.sortedKeys]
+    return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
+}
