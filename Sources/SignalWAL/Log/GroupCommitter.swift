@@ -45,6 +45,11 @@ final class GroupCommitter: Sendable {
         var nextFollowerID: UInt64 = 0
         var flushes = 0
         var recordsFlushed: UInt64 = 0
+        /// Blocked appenders: the LSN each waits for and the condition it sleeps on. Keeps its
+        /// capacity, so parking allocates nothing in steady state.
+        var parked: [(lsn: LSN, parker: Int)] = []
+        /// Parkers to wake after the lock is released (reused buffer).
+        var toWake: [Int] = []
     }
 
     let policy: DurabilityPolicy
@@ -53,15 +58,24 @@ final class GroupCommitter: Sendable {
     private let state: ConditionLock<State>
     /// The flush thread waits on this for new work; nobody else does.
     private static let work = 0
-    /// Durability waiters wait on this; it is broadcast once per completed flush.
+    /// Close and flush failures are announced here.
     private static let flushed = 1
+    /// A blocked appender sleeps on a condition chosen by its thread, so a flush wakes only the
+    /// appenders it covered. Broadcasting one shared condition woke all 64 appenders of a
+    /// 64-appender run after every flush, most of them to go back to sleep, and that churn on two
+    /// cores kept batches small (see docs/DESIGN.md). Two threads may share a parker; each
+    /// re-checks its own LSN, so sharing costs a spurious wake-up, never a missed one.
+    private static let parkers = 256
     private let thread = ConditionLock<pthread_t?>(nil)
 
     init(start: LogPosition, policy: DurabilityPolicy, directory: String, logger: Logger) {
         self.policy = policy
         self.logger = logger
         self.directory = directory
-        state = ConditionLock(State(written: start, durable: start), conditions: 2)
+        var initial = State(written: start, durable: start)
+        initial.parked.reserveCapacity(Self.parkers)
+        initial.toWake.reserveCapacity(Self.parkers)
+        state = ConditionLock(initial, conditions: 2 + Self.parkers)
     }
 
     func start() {
@@ -88,10 +102,14 @@ final class GroupCommitter: Sendable {
     /// The sticky flush failure, if any.
     var failure: WALError? { state.withLock { $0.failure } }
 
-    /// Called by the appender, under its lock and after the copy, for the last record copied.
+    /// Called by an appender after its copy, for the last record it copied. Called outside the
+    /// append lock, so calls can arrive out of order: the position only moves forward. That is
+    /// safe because every copy completes under the append lock before a later LSN is handed out,
+    /// so all records up to the highest noted LSN are already in place.
     func noteWritten(_ position: LogPosition, in segment: Segment) {
         var wake: [Follower] = []
         state.withLock { value in
+            guard position.lsn > value.written.lsn else { return }
             value.written = position
             if value.dirtyActive !== segment {
                 if let previous = value.dirtyActive { value.dirtySealed.append(previous) }
@@ -105,12 +123,45 @@ final class GroupCommitter: Sendable {
 
     /// Blocks the calling thread until `lsn` is durable (or the flush failed, or the WAL closed).
     func waitDurable(_ lsn: LSN) throws {
-        let failure: WALError? = state.wait(until: { $0.durable.lsn >= lsn || $0.failure != nil || $0.stopped },
-                                            on: Self.flushed) { value in
+        let parker = 2 + ThreadIndex.current % Self.parkers
+        var registered = false
+        let failure: WALError? = state.wait(until: { value in
+            if value.durable.lsn >= lsn || value.failure != nil || value.stopped { return true }
+            if !registered {
+                value.parked.append((lsn, parker))
+                registered = true
+            }
+            return false
+        }, on: parker) { value in
+            if registered, value.durable.lsn < lsn,
+               let index = value.parked.firstIndex(where: { $0.parker == parker && $0.lsn == lsn }) {
+                // Woken by a failure or by close, which leave the list alone.
+                value.parked.remove(at: index)
+            }
             if value.durable.lsn >= lsn { return nil }
             return value.failure ?? closedError()
         }
         if let failure { throw failure }
+    }
+
+    /// Moves the parkers of appenders covered by `durable` (all of them when `all`) into
+    /// `toWake`. Called with the lock held; the caller signals them after releasing it.
+    private func collectParked(_ value: inout State, all: Bool) {
+        guard !value.parked.isEmpty else { return }
+        let durable = value.durable.lsn
+        for entry in value.parked where all || entry.lsn <= durable { value.toWake.append(entry.parker) }
+        if all { value.parked.removeAll(keepingCapacity: true) } else { value.parked.removeAll { $0.lsn <= durable } }
+    }
+
+    /// Signals the collected parkers outside the lock, so a woken appender does not block on
+    /// the lock the flusher still holds.
+    private func wakeCollected() {
+        var parkers: [Int] = []
+        state.withLock { value in swap(&parkers, &value.toWake) }
+        guard !parkers.isEmpty else { state.withLock { value in swap(&parkers, &value.toWake) }; return }
+        for parker in parkers { state.broadcast(parker) }
+        parkers.removeAll(keepingCapacity: true)
+        state.withLock { value in swap(&parkers, &value.toWake) }
     }
 
     /// Suspends until `lsn` is durable, without blocking a thread of the cooperative pool.
@@ -202,9 +253,11 @@ final class GroupCommitter: Sendable {
         }
         let (waiters, followers) = state.withLock { value -> ([Waiter], [Follower]) in
             value.stopped = true
+            collectParked(&value, all: true)
             defer { value.waiters = []; value.followers = [] }
             return (value.waiters, value.followers)
         }
+        wakeCollected()
         state.broadcast(Self.flushed)
         let error = failure ?? closedError()
         for waiter in waiters { waiter.continuation.resume(throwing: error) }
@@ -232,6 +285,7 @@ final class GroupCommitter: Sendable {
         state.withLock { value in
             if let failed {
                 value.failure = failed
+                collectParked(&value, all: true)
                 fail = value.waiters
                 value.waiters = []
                 dropped = value.followers
@@ -241,10 +295,12 @@ final class GroupCommitter: Sendable {
             value.flushes += 1
             value.recordsFlushed += target.lsn - value.durable.lsn
             value.durable = target
+            collectParked(&value, all: false)
             resume = value.waiters.filter { $0.lsn <= target.lsn }
             value.waiters.removeAll { $0.lsn <= target.lsn }
             if policy != .none { wake = takeFollowers(&value, upTo: target.lsn) }
         }
+        wakeCollected()
         state.broadcast(Self.flushed)
         if let failed {
             logger.critical("a flush failed; the WAL refuses appends until it is reopened", metadata: ["error": "\(failed)"])

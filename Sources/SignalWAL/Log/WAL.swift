@@ -37,7 +37,10 @@ public final class WAL: Sendable {
     let committer: GroupCommitter
     let allocator: SegmentAllocator
     private let lock: DirectoryLock
-    private let appendState: Mutex<AppendState>
+    /// The append lock. A plain pthread mutex rather than `Synchronization.Mutex`: on Linux the
+    /// latter spins and then sleeps on a priority-inheritance futex, and with 64 appenders on two
+    /// cores its slow path took a third of all CPU time (docs/DESIGN.md has the profile).
+    private let appendState: ConditionLock<AppendState>
     let catalog: Mutex<Catalog>
     private let checkpointGate = Mutex<Void>(())
     private let isClosed = Atomic<Bool>(false)
@@ -54,7 +57,7 @@ public final class WAL: Sendable {
         self.maxRecordSize = configuration.effectiveMaxRecordSize
         let activeInfo = recovered.segments.last
         let offset = recovered.active != nil ? activeInfo!.endOffset : Format.segmentHeaderBlock
-        appendState = Mutex(AppendState(active: recovered.active, offset: offset, nextLSN: recovered.nextLSN))
+        appendState = ConditionLock(AppendState(active: recovered.active, offset: offset, nextLSN: recovered.nextLSN))
         catalog = Mutex(Catalog(segments: recovered.segments, checkpoint: recovered.checkpointLSN))
         let start = LogPosition(lsn: recovered.nextLSN - 1, segment: activeInfo?.sequence ?? 0, offset: offset)
         committer = GroupCommitter(start: start, policy: configuration.durability, directory: directory,
@@ -197,7 +200,7 @@ public final class WAL: Sendable {
             let crc = CRC32C.checksum(bytes)
             if count == 1 { single = crc } else { crcs.append(crc) }
         }
-        return try appendState.withLock { state throws -> ClosedRange<LSN> in
+        let written = try appendState.withLock { state throws -> (range: ClosedRange<LSN>, position: LogPosition, segment: Segment) in
             guard !state.closed else { throw closedError(operation: "append") }
             if let failure = committer.failure { throw failure }
             // Segments this batch will need beyond the active one, taken before writing.
@@ -240,9 +243,11 @@ public final class WAL: Sendable {
             }
             precondition(spares.isEmpty, "batch layout and segment switches disagree")
             let last = state.nextLSN - 1
-            committer.noteWritten(LogPosition(lsn: last, segment: state.active!.sequence, offset: state.offset), in: state.active!)
-            return first...last
+            return (first...last, LogPosition(lsn: last, segment: state.active!.sequence, offset: state.offset), state.active!)
         }
+        // Outside the append lock, so appenders do not queue behind the committer's lock.
+        committer.noteWritten(written.position, in: written.segment)
+        return written.range
     }
 
     private func write(_ header: RecordHeader, payload: UnsafeRawBufferPointer, span: Int, into segment: Segment, at offset: Int) {
