@@ -40,6 +40,10 @@ public struct DurableBenchmark: Sendable {
     public var backend: String
     public var directory: String
     public var segmentSize: Int = Format.defaultSegmentSize
+    /// A consumer checkpoints everything visible this often (as the services do once records
+    /// are stored), so segments are recycled as in production. 0 disables it: every segment
+    /// is then new and zero-filled, which roughly doubles what the disk writes.
+    public var checkpointIntervalMs: Int = 50
 
     public init(appenders: Int, recordSize: Int, seconds: Double, policy: DurabilityPolicy, backend: String, directory: String) {
         self.appenders = appenders
@@ -51,6 +55,7 @@ public struct DurableBenchmark: Sendable {
     }
 
     public struct Result: Codable, Sendable {
+        public var checkpointIntervalMs: Int
         public var appenders: Int
         public var recordSize: Int
         public var policy: String
@@ -99,6 +104,14 @@ public struct DurableBenchmark: Sendable {
         let sampleLimit = 2_000_000 / max(1, appenders) + 1000
 
         let done = DispatchSemaphore(value: 0)
+        let interval = checkpointIntervalMs
+        let consumer = Thread {
+            while interval > 0 && !state.stop.load(ordering: .relaxed) {
+                usleep(UInt32(interval * 1000))
+                try? wal.checkpoint(upTo: wal.visibleLSN)
+            }
+        }
+        consumer.start()
         let runner = Thread {
             onThreads(appenderCount) { index in
                 let payload = [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: size)
@@ -154,7 +167,7 @@ public struct DurableBenchmark: Sendable {
             amplification = Double(diskAfter - diskBefore) / Double(appended)
         }
         let rate = Double(records) / elapsed
-        return Result(appenders: appenders, recordSize: recordSize, policy: describe(policy), backend: backend,
+        return Result(checkpointIntervalMs: checkpointIntervalMs, appenders: appenders, recordSize: recordSize, policy: describe(policy), backend: backend,
                       seconds: elapsed, records: records, recordsPerSecond: rate,
                       mbPerSecond: rate * Double(recordSize) / 1e6,
                       p50Us: Double(percentile(samples, 0.5)) / 1000, p99Us: Double(percentile(samples, 0.99)) / 1000,

@@ -20,6 +20,9 @@ struct Durable: ParsableCommand {
     @Option(help: "group | interval:10ms | none") var policy: String = "group"
     @Option(help: "mmap | uring") var backend: String = "mmap"
     @Option(help: "WAL directory (removed before and after).") var dir: String = ".wal/bench"
+    @Option(name: .customLong("checkpoint-interval-ms"),
+            help: "A consumer checkpoints what is durable this often, so segments are recycled as in production; 0 turns it off.")
+    var checkpointIntervalMs: Int = 50
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
@@ -30,8 +33,9 @@ struct Durable: ParsableCommand {
     }
 
     func run() throws {
-        let benchmark = DurableBenchmark(appenders: appenders, recordSize: recordSize, seconds: seconds,
+        var benchmark = DurableBenchmark(appenders: appenders, recordSize: recordSize, seconds: seconds,
                                          policy: parsePolicy(policy)!, backend: backend, directory: dir)
+        benchmark.checkpointIntervalMs = checkpointIntervalMs
         let result = try benchmark.run()
         if json {
             print(jsonLine(result))

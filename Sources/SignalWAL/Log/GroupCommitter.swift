@@ -33,10 +33,13 @@ final class GroupCommitter: Sendable {
     struct State {
         var written: LogPosition
         var durable: LogPosition
-        /// Sealed segments written since the last flush started, oldest first (usually none),
-        /// and the active one. Kept apart so a flush needs no allocation.
-        var dirtySealed: [Segment] = []
-        var dirtyActive: Segment?
+        /// Files of sealed segments written since the last flush started, oldest first (usually
+        /// none), and of the active one. Kept apart so a flush needs no allocation. Files, not
+        /// segments: holding a segment would keep its writable mapping alive after the writer
+        /// has moved on, and every later write-back of a still-mapped page costs a TLB
+        /// shoot-down on every CPU.
+        var dirtySealed: [OpenFile] = []
+        var dirtyActive: OpenFile?
         var failure: WALError?
         var stopping = false
         var stopped = false
@@ -108,16 +111,19 @@ final class GroupCommitter: Sendable {
     /// so all records up to the highest noted LSN are already in place.
     func noteWritten(_ position: LogPosition, in segment: Segment) {
         var wake: [Follower] = []
+        var sealedWaiting = false
         state.withLock { value in
             guard position.lsn > value.written.lsn else { return }
             value.written = position
-            if value.dirtyActive !== segment {
+            if value.dirtyActive !== segment.file {
                 if let previous = value.dirtyActive { value.dirtySealed.append(previous) }
-                value.dirtyActive = segment
+                value.dirtyActive = segment.file
+                // Under `.none` sealed files are flushed in the background as they appear.
+                if policy == .none && !value.dirtySealed.isEmpty { sealedWaiting = true }
             }
             if policy == .none { wake = takeFollowers(&value, upTo: position.lsn) }
         }
-        if policy == .groupCommit { state.signal(Self.work) }
+        if policy == .groupCommit || sealedWaiting { state.signal(Self.work) }
         for follower in wake { follower.continuation.resume(returning: true) }
     }
 
@@ -230,13 +236,21 @@ final class GroupCommitter: Sendable {
                 let parts = duration.components
                 interval = Int(parts.seconds) * 1_000_000_000 + Int(parts.attoseconds / 1_000_000_000)
             }
-            let job: (target: LogPosition, sealed: [Segment], active: Segment?)? = state.wait(until: { value in
+            let job: (target: LogPosition, sealed: [OpenFile], active: OpenFile?)? = state.wait(until: { value in
                 switch policy {
                 case .groupCommit: return value.stopping || value.written.lsn > value.durable.lsn
-                case .interval, .none: return value.stopping
+                case .interval: return value.stopping
+                case .none: return value.stopping || !value.dirtySealed.isEmpty
                 }
             }, on: Self.work, timeoutNanoseconds: interval) { value in
                 guard value.failure == nil, value.written.lsn > value.durable.lsn || value.dirtyActive != nil else { return nil }
+                if policy == .none && !value.stopping {
+                    // Only sealed files; the durable LSN is not claimed to move.
+                    guard !value.dirtySealed.isEmpty else { return nil }
+                    let sealed = value.dirtySealed
+                    value.dirtySealed = []
+                    return (value.durable, sealed, nil)
+                }
                 // The next copy into the active segment lists it again (see noteWritten).
                 let job = (value.written, value.dirtySealed, value.dirtyActive)
                 if !value.dirtySealed.isEmpty { value.dirtySealed = [] }
@@ -264,12 +278,12 @@ final class GroupCommitter: Sendable {
         for follower in followers { follower.continuation.resume(returning: false) }
     }
 
-    private func flush(_ target: LogPosition, sealed: [Segment], active: Segment?) {
+    private func flush(_ target: LogPosition, sealed: [OpenFile], active: OpenFile?) {
         var failed: WALError? = nil
-        func flushOne(_ segment: Segment) {
+        func flushOne(_ segment: OpenFile) {
             guard failed == nil else { return }
             do {
-                try segment.flush()
+                try segment.dataSync()
             } catch {
                 let cause = error as? WALError
                 failed = WALError(.flushFailed, path: segment.path, operation: "fdatasync", errno: cause?.errno ?? 0,

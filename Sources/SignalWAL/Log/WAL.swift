@@ -65,7 +65,8 @@ public final class WAL: Sendable {
         allocator = SegmentAllocator(directory: directory, segmentSize: configuration.segmentSize,
                                      spares: configuration.spareSegments, nextSequence: recovered.nextSequence,
                                      ready: recovered.spares, reusable: recovered.reusable,
-                                     useIOURing: configuration.useIOURing, logger: configuration.logger)
+                                     useIOURing: configuration.useIOURing,
+                                     prefault: configuration.durability != .groupCommit, logger: configuration.logger)
     }
 
     /// Opens (creating if needed) the WAL in `directory` and recovers it.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CShims
 import Logging
 
 /// Prepares segment files ahead of need on a background thread and hands them out ready to map.
@@ -35,16 +36,23 @@ final class SegmentAllocator: Sendable {
     let target: Int
     let logger: Logger
     let useIOURing: Bool
+    /// Fault every page of a prepared spare in, writable, before appends reach it
+    /// (MADV_POPULATE_WRITE), so the append path takes no page faults. That marks every page
+    /// dirty, which costs nothing extra when the log is written back once (`.none`,
+    /// `.interval`), but under group commit a flush would write pre-faulted pages ahead of the
+    /// cursor and then write them again with data, so it is off there.
+    let prefault: Bool
     fileprivate let state: ConditionLock<State>
     private let thread = ConditionLock<pthread_t?>(nil)
 
     init(directory: String, segmentSize: Int, spares: Int, nextSequence: UInt64, ready: [Segment],
-         reusable: [String], useIOURing: Bool, logger: Logger) {
+         reusable: [String], useIOURing: Bool, prefault: Bool = false, logger: Logger) {
         self.directory = directory
         self.segmentSize = segmentSize
         self.target = spares
         self.logger = logger
         self.useIOURing = useIOURing
+        self.prefault = prefault
         var initial = State(nextSequence: nextSequence)
         initial.ready = ready.sorted { $0.sequence < $1.sequence }
         initial.reusable = reusable
@@ -155,6 +163,11 @@ final class SegmentAllocator: Sendable {
     }
 
     private func finish(_ result: Result<Segment, any Error>, sequence: UInt64, recycled: Bool) {
+        if prefault, case .success(let segment) = result {
+            // Best effort: an old kernel without MADV_POPULATE_WRITE just takes the faults later.
+            let mapping = segment.mapping
+            _ = sw_madvise_populate_write(mapping.base + Format.segmentHeaderBlock, mapping.length - Format.segmentHeaderBlock)
+        }
         state.withLock { value in
             switch result {
             case .success(let segment):
