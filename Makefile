@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: run test sanitize deps build clean
+.PHONY: run test sanitize bench deps build clean
 
 # Installs liburing-dev (io_uring headers and library) when it is missing: with apt-get when
 # running as root, otherwise by printing the exact command to run.
@@ -35,6 +35,15 @@ test: deps
 sanitize: deps
 	swift test --sanitize=thread --scratch-path .build-tsan --filter "AppendReadTests|CheckpointTests|ErrorTests|RecoveryTests"
 	swift test --sanitize=address --scratch-path .build-asan
+
+# The side-by-side comparison (fio, RocksDB db_bench, SignalWAL): prints a Markdown table and
+# writes docs/bench/bench-results.json and docs/bench/bench-results.svg. Installs fio and
+# rocksdb-tools when missing (as root). BENCH_SECONDS=n sets the time per measurement.
+BENCH_SECONDS ?= 5
+bench: deps
+	swift build -c release --product signalwal-bench
+	mkdir -p docs/bench
+	.build/release/signalwal-bench compare --seconds $(BENCH_SECONDS) --output docs/bench | tee docs/bench/bench-results.md
 
 clean:
 	rm -rf .build .build-tsan .build-asan .wal

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import SignalWAL
 import SignalWALBench
 
@@ -7,7 +8,7 @@ struct SignalWALBenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "signalwal-bench",
         abstract: "Measure SignalWAL: durable appends, replay, and (soon) a side-by-side comparison with fio and RocksDB.",
-        subcommands: [Durable.self, Replay.self])
+        subcommands: [Durable.self, Replay.self, Compare.self])
 }
 
 struct Durable: ParsableCommand {
@@ -61,5 +62,23 @@ struct Replay: ParsableCommand {
     func run() throws {
         let result = try ReplayBenchmark(sizeMB: sizeMB, directory: dir).run()
         print(json ? jsonLine(result) : "replayed \(result.records) records (\(result.bytes / 1_000_000) MB) at \(Int(result.mbPerSecond)) MB/s; open took \(String(format: "%.1f", result.openMs)) ms")
+    }
+}
+
+struct Compare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run fio, RocksDB's db_bench and SignalWAL side by side; print a Markdown table with ratios; write bench-results.json and bench-results.svg.")
+
+    @Option(help: "Seconds per measurement.") var seconds: Double = 5
+    @Option(help: "Scratch directory on the disk to measure (removed afterwards).") var dir: String = ".wal/compare"
+    @Option(help: "Where to write the JSON and SVG.") var output: String = "."
+
+    func run() throws {
+        let results = try CompareBenchmark(seconds: seconds, directory: dir) { message in
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+        }.run()
+        try Data(jsonLine(results).utf8).write(to: URL(fileURLWithPath: output + "/bench-results.json"))
+        try Data(CompareReport.svg(results).utf8).write(to: URL(fileURLWithPath: output + "/bench-results.svg"))
+        print(CompareReport.markdown(results))
     }
 }
