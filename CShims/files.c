@@ -45,6 +45,7 @@ int sw_msync(void *addr, size_t length) { SW_RET(msync(addr, length, MS_SYNC)); 
 int sw_madvise_random(void *addr, size_t length) { SW_RET(madvise(addr, length, MADV_RANDOM)); }
 int sw_madvise_sequential(void *addr, size_t length) { SW_RET(madvise(addr, length, MADV_SEQUENTIAL)); }
 int sw_madvise_populate_write(void *addr, size_t length) { SW_RET(madvise(addr, length, MADV_POPULATE_WRITE)); }
+int sw_madvise_dontneed(void *addr, size_t length) { SW_RET(madvise(addr, length, MADV_DONTNEED)); }
 
 ssize_t sw_pread(int fd, void *buf, size_t len, int64_t offset) {
     ssize_t r = pread(fd, buf, len, offset);

@@ -53,6 +53,8 @@ int sw_msync(void *addr, size_t length);
 int sw_madvise_random(void *addr, size_t length);
 int sw_madvise_sequential(void *addr, size_t length);
 int sw_madvise_populate_write(void *addr, size_t length);
+// Why C: MADV_DONTNEED by name; on a shared file mapping it drops page-table entries only.
+int sw_madvise_dontneed(void *addr, size_t length);
 // Why C: pread/pwrite with the -errno convention.
 ssize_t sw_pread(int fd, void *buf, size_t len, int64_t offset);
 ssize_t sw_pwrite(int fd, const void *buf, size_t len, int64_t offset);

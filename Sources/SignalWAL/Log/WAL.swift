@@ -19,6 +19,10 @@ public final class WAL: Sendable {
     struct AppendState {
         var active: Segment?
         var offset: Int
+        /// The offset at which the next window request goes to the allocator thread, and how far
+        /// page-table entries have been dropped behind the cursor.
+        var windowMark = 0
+        var releasedUpTo = Format.segmentHeaderBlock
         var nextLSN: LSN
         var closed = false
     }
@@ -243,6 +247,7 @@ public final class WAL: Sendable {
                 state.nextLSN += 1
             }
             precondition(spares.isEmpty, "batch layout and segment switches disagree")
+            if state.offset >= state.windowMark { moveWindow(&state) }
             let last = state.nextLSN - 1
             return (first...last, LogPosition(lsn: last, segment: state.active!.sequence, offset: state.offset), state.active!)
         }
@@ -282,6 +287,23 @@ public final class WAL: Sendable {
         // records; the committer drops its mapping after flushing it. Readers map their own.
         state.active = next
         state.offset = Format.segmentHeaderBlock
+        state.windowMark = 0
+        state.releasedUpTo = Format.segmentHeaderBlock
+    }
+
+    /// Every `window` bytes of progress: fault in the next stretch ahead (for the policies that
+    /// pre-fault) and drop page-table entries more than one window behind, through the
+    /// allocator thread, so resident memory stays near two windows, not a whole segment.
+    private func moveWindow(_ state: inout AppendState) {
+        guard let segment = state.active else { return }
+        let window = 2 << 20
+        let page = 4096
+        let behind = max(Format.segmentHeaderBlock, (state.offset - window) / page * page)
+        let release = state.releasedUpTo < behind ? state.releasedUpTo..<behind : nil
+        state.releasedUpTo = max(state.releasedUpTo, behind)
+        state.windowMark = state.offset + window
+        allocator.requestWindow(segment, populate: state.offset..<min(segment.size, state.offset + SegmentAllocator.populateAhead),
+                                release: release)
     }
 
     private func setFirstLSN(_ lsn: LSN, of sequence: UInt64) {

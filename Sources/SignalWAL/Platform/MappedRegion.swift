@@ -65,6 +65,20 @@ final class MappedRegion: @unchecked Sendable {
         return T(littleEndian: (base + offset).loadUnaligned(as: T.self))
     }
 
+    /// Faults `[offset, offset + count)` in, writable, ahead of use (MADV_POPULATE_WRITE).
+    /// Best effort; the range must be page-aligned at its start.
+    func populate(_ offset: Int, _ count: Int) {
+        precondition(offset >= 0 && count >= 0 && offset + count <= length && offset % 4096 == 0)
+        _ = sw_madvise_populate_write(base + offset, count)
+    }
+
+    /// Drops this mapping's page-table entries for a page-aligned range (MADV_DONTNEED). For a
+    /// shared file mapping the page cache keeps the data, and a dirty page stays dirty.
+    func dropPages(_ offset: Int, _ count: Int) {
+        precondition(offset >= 0 && count >= 0 && offset + count <= length && offset % 4096 == 0 && count % 4096 == 0)
+        _ = sw_madvise_dontneed(base + offset, count)
+    }
+
     /// Writes dirty pages of `[offset, offset + count)` to stable storage (msync MS_SYNC).
     func sync(_ offset: Int, _ count: Int) throws {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))

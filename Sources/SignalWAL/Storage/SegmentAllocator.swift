@@ -29,6 +29,9 @@ final class SegmentAllocator: Sendable {
         var stopping = false
         var prepared = 0
         var recycled = 0
+        /// The latest request to fault pages in ahead of the append cursor and to drop this
+        /// process's page-table entries behind it (see ``requestWindow(_:populate:release:)``).
+        var window: (segment: Segment, populate: Range<Int>?, release: Range<Int>?)?
     }
 
     let directory: String
@@ -36,12 +39,14 @@ final class SegmentAllocator: Sendable {
     let target: Int
     let logger: Logger
     let useIOURing: Bool
-    /// Fault every page of a prepared spare in, writable, before appends reach it
-    /// (MADV_POPULATE_WRITE), so the append path takes no page faults. That marks every page
-    /// dirty, which costs nothing extra when the log is written back once (`.none`,
-    /// `.interval`), but under group commit a flush would write pre-faulted pages ahead of the
-    /// cursor and then write them again with data, so it is off there.
+    /// Fault pages in, writable, a few MiB ahead of the append cursor (MADV_POPULATE_WRITE), so
+    /// the append path takes no page faults. That marks the pages dirty, which costs nothing
+    /// extra when the log is written back once (`.none`, `.interval`), but under group commit
+    /// a flush would write pre-faulted pages ahead of the cursor and then write them again with
+    /// data, so it is off there.
     let prefault: Bool
+    /// How far ahead of the cursor pages are faulted in.
+    static let populateAhead = 4 << 20
     fileprivate let state: ConditionLock<State>
     private let thread = ConditionLock<pthread_t?>(nil)
 
@@ -131,12 +136,20 @@ final class SegmentAllocator: Sendable {
             }
         }
         while true {
-            enum Job { case recycle(String, UInt64), allocate(UInt64), trim([String]), stop }
+            enum Job {
+                case recycle(String, UInt64), allocate(UInt64), trim([String]), stop
+                case window(Segment, Range<Int>?, Range<Int>?)
+            }
             let job: Job = state.wait(until: { value in
-                value.stopping || value.reusable.count > target ||
+                value.stopping || value.window != nil || value.reusable.count > target ||
                     (value.ready.count < target && (value.failure == nil || value.retryRequested))
             }) { value in
                 if value.stopping { return .stop }
+                if let window = value.window {
+                    // First: the appenders are about to reach these pages.
+                    value.window = nil
+                    return .window(window.segment, window.populate, window.release)
+                }
                 if value.ready.count < target {
                     value.retryRequested = false
                     let sequence = value.nextSequence
@@ -151,6 +164,8 @@ final class SegmentAllocator: Sendable {
             switch job {
             case .stop:
                 return
+            case .window(let segment, let populate, let release):
+                adjustWindow(segment, populate: populate, release: release)
             case .trim(let paths):
                 for path in paths { try? FileSystem.remove(path) }
                 try? FileSystem.syncDirectory(directory)
@@ -164,9 +179,9 @@ final class SegmentAllocator: Sendable {
 
     private func finish(_ result: Result<Segment, any Error>, sequence: UInt64, recycled: Bool) {
         if prefault, case .success(let segment) = result {
-            // Best effort: an old kernel without MADV_POPULATE_WRITE just takes the faults later.
-            let mapping = segment.mapping
-            _ = sw_madvise_populate_write(mapping.base + Format.segmentHeaderBlock, mapping.length - Format.segmentHeaderBlock)
+            // The first stretch now, so the first appends into this spare do not fault.
+            let start = Format.segmentHeaderBlock
+            adjustWindow(segment, populate: start..<min(segment.size, start + Self.populateAhead), release: nil)
         }
         state.withLock { value in
             switch result {
@@ -276,6 +291,32 @@ final class SegmentAllocator: Sendable {
 }
 
 extension SegmentAllocator {
+    /// Asks the allocator thread to fault in `populate` (when pre-faulting is on) and to drop
+    /// this process's page-table entries for `release` in the active segment, off the append
+    /// path. Dropping entries behind the cursor keeps resident memory to a window instead of a
+    /// whole segment: the data stays in the page cache, dirty pages stay dirty and are still
+    /// written back, and nothing is ever written there again. A newer request replaces an
+    /// older one that has not run yet.
+    func requestWindow(_ segment: Segment, populate: Range<Int>?, release: Range<Int>?) {
+        state.withLock { value in
+            value.window = (segment, prefault ? populate : nil, release)
+        }
+        state.broadcast()
+    }
+
+    fileprivate func adjustWindow(_ segment: Segment, populate: Range<Int>?, release: Range<Int>?) {
+        let mapping = segment.mapping
+        let page = 4096
+        if let release, release.lowerBound % page == 0, release.upperBound % page == 0, !release.isEmpty {
+            mapping.dropPages(release.lowerBound, release.count)
+        }
+        if let populate, !populate.isEmpty {
+            let start = populate.lowerBound / page * page
+            // Best effort: a kernel without MADV_POPULATE_WRITE just takes the faults later.
+            mapping.populate(start, min(mapping.length, populate.upperBound) - start)
+        }
+    }
+
     /// Returns spares taken for a batch that could not get all it needed.
     func giveBack(_ segments: [Segment]) {
         guard !segments.isEmpty else { return }

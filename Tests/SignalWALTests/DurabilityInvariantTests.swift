@@ -1,0 +1,69 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import XCTest
+@testable import SignalWAL
+
+/// The acknowledgement invariant, checked through the syscall funnel's hook: an appender under
+/// `.groupCommit` never returns before a flush that covers its record has been issued, and the
+/// durable LSN never passes what issued flushes could cover.
+final class DurabilityInvariantTests: XCTestCase {
+    override func tearDown() { Syscall.setFaultHook(nil) }
+
+    final class Flushes: @unchecked Sendable {
+        // @unchecked: every field is behind `lock`.
+        private let lock = NSLock()
+        private var issuedCover: LSN = 0
+        private var count = 0
+        /// Called from the hook right before the real fdatasync, with the highest LSN copied so
+        /// far (an upper bound of what this flush covers). The flush runs after the hook returns.
+        func issue(cover: LSN) { lock.lock(); issuedCover = max(issuedCover, cover); count += 1; lock.unlock() }
+        var cover: LSN { lock.lock(); defer { lock.unlock() }; return issuedCover }
+        var flushes: Int { lock.lock(); defer { lock.unlock() }; return count }
+    }
+
+    private func run(policy: DurabilityPolicy, appenders: Int, perAppender: Int) throws -> (violations: Int, flushes: Flushes, wal: WAL) {
+        let directory = makeTemporaryDirectory(self)
+        let flushes = Flushes()
+        let box = Mutex<WAL?>(nil)
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration(durability: policy))
+        box.withLock { $0 = wal }
+        Syscall.setFaultHook { operation, path in
+            guard operation == .fdatasync, path.hasSuffix(".wal"), let wal = box.withLock({ $0 }) else { return nil }
+            // Hold the flush open, so an implementation that acknowledged early would be caught.
+            let cover = wal.nextLSN - 1
+            usleep(20_000)
+            flushes.issue(cover: cover)
+            return nil
+        }
+        let violations = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: appenders) { index in
+            for record in 0..<perAppender {
+                guard let lsn = try? wal.append(testPayload(index * 1000 + record, length: 100)) else {
+                    violations.add(1, ordering: .relaxed)
+                    continue
+                }
+                if policy == .groupCommit && lsn > flushes.cover { violations.add(1, ordering: .relaxed) }
+                if wal.durableLSN > flushes.cover { violations.add(1, ordering: .relaxed) }
+            }
+        }
+        return (violations.load(ordering: .relaxed), flushes, wal)
+    }
+
+    func testGroupCommitAcknowledgesOnlyAfterACoveringFlush() throws {
+        let (violations, flushes, wal) = try run(policy: .groupCommit, appenders: 16, perAppender: 20)
+        XCTAssertEqual(violations, 0)
+        XCTAssertLessThan(flushes.flushes, 16 * 20, "flushes were shared")
+        XCTAssertEqual(wal.durableLSN, 16 * 20)
+        Syscall.setFaultHook(nil)
+        try wal.close()
+    }
+
+    func testIntervalPolicyNeverReportsMoreDurableThanFlushed() throws {
+        let (violations, _, wal) = try run(policy: .interval(.milliseconds(5)), appenders: 8, perAppender: 50)
+        XCTAssertEqual(violations, 0)
+        Syscall.setFaultHook(nil)
+        try wal.close()
+    }
+}
