@@ -31,8 +31,18 @@ public struct DiskCounters: Sendable {
     }
 }
 
-/// Peak resident set size of this process, in bytes.
+/// Peak resident set size of this process, in bytes: `VmHWM` from `/proc/self/status`.
+/// Not `getrusage`'s `ru_maxrss`: Linux carries that across `execve`, so a benchmark started
+/// from a large parent process would report the parent's peak as its own.
 public func maxResidentBytes() -> Int {
+    if let file = fopen("/proc/self/status", "r") {
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, Int32(line.count), file) != nil {
+            let text = String(cString: line)
+            if text.hasPrefix("VmHWM:"), let kib = Int(text.dropFirst(6).filter(\.isNumber)) { return kib * 1024 }
+        }
+    }
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return Int(usage.ru_maxrss) * 1024
