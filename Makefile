@@ -26,14 +26,16 @@ run: deps
 	swift build --product signalwal-demo
 	.build/debug/signalwal-demo
 
+# All tests, then the concurrency tests again under ThreadSanitizer (its own build folder).
 test: deps
 	swift build --build-tests
 	swift test
+	swift test --sanitize=thread --scratch-path .build-tsan --filter "AppendReadTests|CheckpointTests|DurabilityInvariantTests|ErrorTests"
 
 # The suite under ThreadSanitizer (concurrency tests) and AddressSanitizer (everything).
 # Separate build folders, so they do not invalidate the normal build.
 sanitize: deps
-	swift test --sanitize=thread --scratch-path .build-tsan --filter "AppendReadTests|CheckpointTests|ErrorTests|RecoveryTests"
+	swift test --sanitize=thread --scratch-path .build-tsan --filter "AppendReadTests|CheckpointTests|DurabilityInvariantTests|ErrorTests|RecoveryTests"
 	swift test --sanitize=address --scratch-path .build-asan
 
 # The side-by-side comparison (fio, RocksDB db_bench, SignalWAL): prints a Markdown table and
