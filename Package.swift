@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
     ],
     targets: [
         // Only what Swift cannot import well: liburing's inline functions, fallocate flags,
@@ -27,6 +28,7 @@ let package = Package(
             dependencies: [
                 "CShims",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         // Deterministic payloads and the appending child process shared by the demo and the
@@ -53,7 +55,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SignalWALTests",
-            dependencies: ["SignalWAL", "SignalWALWorkload", "CShims"]
+            dependencies: [
+                "SignalWAL", "SignalWALWorkload", "CShims",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

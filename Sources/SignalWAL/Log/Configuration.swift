@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 
 /// A log sequence number: 1 for the first record ever appended, then one more per record.
@@ -33,6 +34,9 @@ public struct Configuration: Sendable {
     /// system calls, with one log line saying why, when it does not.
     public var useIOURing: Bool = true
     public var logger: Logger = Logger(label: "signalwal")
+    /// Where counters and timers go (see `WALMetrics` for the names). Nil uses the factory the
+    /// process bootstrapped with `MetricsSystem.bootstrap` (a no-op one if it did not).
+    public var metricsFactory: (any MetricsFactory)? = nil
 
     public init() {}
 

@@ -57,6 +57,7 @@ final class GroupCommitter: Sendable {
 
     let policy: DurabilityPolicy
     let logger: Logger
+    let metrics: WALMetrics
     let directory: String
     private let state: ConditionLock<State>
     /// The flush thread waits on this for new work; nobody else does.
@@ -71,8 +72,9 @@ final class GroupCommitter: Sendable {
     private static let parkers = 256
     private let thread = ConditionLock<pthread_t?>(nil)
 
-    init(start: LogPosition, policy: DurabilityPolicy, directory: String, logger: Logger) {
+    init(start: LogPosition, policy: DurabilityPolicy, directory: String, logger: Logger, metrics: WALMetrics) {
         self.policy = policy
+        self.metrics = metrics
         self.logger = logger
         self.directory = directory
         var initial = State(written: start, durable: start)
@@ -290,14 +292,17 @@ final class GroupCommitter: Sendable {
                                   hint: "Flushing the WAL failed, so nothing written since the last good flush is acknowledged; the kernel may have dropped those pages, so SignalWAL will not retry. Check the device (dmesg), then reopen the WAL: recovery keeps everything that is really on disk.")
             }
         }
+        let started = ContinuousClock.now
         for segment in sealed { flushOne(segment) }
         if let active { flushOne(active) }
+        let took = ContinuousClock.now - started
         var resume: [Waiter] = []
         var fail: [Waiter] = []
         var wake: [Follower] = []
         var dropped: [Follower] = []
         state.withLock { value in
             if let failed {
+                metrics.flushFailures.increment()
                 value.failure = failed
                 collectParked(&value, all: true)
                 fail = value.waiters
@@ -307,7 +312,12 @@ final class GroupCommitter: Sendable {
                 return
             }
             value.flushes += 1
-            value.recordsFlushed += target.lsn - value.durable.lsn
+            let covered = target.lsn - value.durable.lsn
+            metrics.flushes.increment()
+            metrics.flushDuration.recordNanoseconds(took.components.seconds * 1_000_000_000 + took.components.attoseconds / 1_000_000_000)
+            if covered > 0 { metrics.recordsPerFlush.record(covered) }
+            metrics.durableLag.record(value.written.lsn - target.lsn)
+            value.recordsFlushed += covered
             value.durable = target
             collectParked(&value, all: false)
             resume = value.waiters.filter { $0.lsn <= target.lsn }

@@ -40,6 +40,7 @@ public final class WAL: Sendable {
 
     let committer: GroupCommitter
     let allocator: SegmentAllocator
+    let metrics: WALMetrics
     private let lock: DirectoryLock
     /// The append lock. A plain pthread mutex rather than `Synchronization.Mutex`: on Linux the
     /// latter spins and then sleeps on a priority-inheritance futex, and with 64 appenders on two
@@ -64,13 +65,15 @@ public final class WAL: Sendable {
         appendState = ConditionLock(AppendState(active: recovered.active, offset: offset, nextLSN: recovered.nextLSN))
         catalog = Mutex(Catalog(segments: recovered.segments, checkpoint: recovered.checkpointLSN))
         let start = LogPosition(lsn: recovered.nextLSN - 1, segment: activeInfo?.sequence ?? 0, offset: offset)
+        metrics = WALMetrics(directory: directory, factory: configuration.metricsFactory)
         committer = GroupCommitter(start: start, policy: configuration.durability, directory: directory,
-                                   logger: configuration.logger)
+                                   logger: configuration.logger, metrics: metrics)
         allocator = SegmentAllocator(directory: directory, segmentSize: configuration.segmentSize,
                                      spares: configuration.spareSegments, nextSequence: recovered.nextSequence,
                                      ready: recovered.spares, reusable: recovered.reusable,
                                      useIOURing: configuration.useIOURing,
-                                     prefault: configuration.durability != .groupCommit, logger: configuration.logger)
+                                     prefault: configuration.durability != .groupCommit, logger: configuration.logger,
+                                     metrics: metrics)
     }
 
     /// Opens (creating if needed) the WAL in `directory` and recovers it.
@@ -194,6 +197,7 @@ public final class WAL: Sendable {
         }
         // Check before writing: sizes, then the payload CRCs, outside the lock.
         var single: UInt32 = 0
+        var payloadBytes = 0
         var crcs: [UInt32] = []
         if count > 1 { crcs.reserveCapacity(count) }
         for index in 0..<count {
@@ -203,6 +207,7 @@ public final class WAL: Sendable {
                                hint: "The record is \(bytes.count) bytes; the limit is \(maxRecordSize) bytes (maxRecordSize, at most a quarter of the \(configuration.segmentSize)-byte segment by default). Split the record or raise maxRecordSize.")
             }
             let crc = CRC32C.checksum(bytes)
+            payloadBytes += bytes.count
             if count == 1 { single = crc } else { crcs.append(crc) }
         }
         let written = try appendState.withLock { state throws -> (range: ClosedRange<LSN>, position: LogPosition, segment: Segment) in
@@ -219,6 +224,7 @@ public final class WAL: Sendable {
                         spares.append(try allocator.takeSpare())
                     } catch {
                         allocator.giveBack(spares)
+                        if (error as? WALError)?.kind == .outOfSpace { metrics.outOfSpaceErrors.increment() }
                         throw error
                     }
                     probe = Format.segmentHeaderBlock
@@ -253,6 +259,8 @@ public final class WAL: Sendable {
         }
         // Outside the append lock, so appenders do not queue behind the committer's lock.
         committer.noteWritten(written.position, in: written.segment)
+        metrics.recordsAppended.increment(by: count)
+        metrics.bytesAppended.increment(by: payloadBytes)
         return written.range
     }
 

@@ -45,19 +45,21 @@ final class SegmentAllocator: Sendable {
     /// a flush would write pre-faulted pages ahead of the cursor and then write them again with
     /// data, so it is off there.
     let prefault: Bool
+    let metrics: WALMetrics?
     /// How far ahead of the cursor pages are faulted in.
     static let populateAhead = 4 << 20
     fileprivate let state: ConditionLock<State>
     private let thread = ConditionLock<pthread_t?>(nil)
 
     init(directory: String, segmentSize: Int, spares: Int, nextSequence: UInt64, ready: [Segment],
-         reusable: [String], useIOURing: Bool, prefault: Bool = false, logger: Logger) {
+         reusable: [String], useIOURing: Bool, prefault: Bool = false, logger: Logger, metrics: WALMetrics? = nil) {
         self.directory = directory
         self.segmentSize = segmentSize
         self.target = spares
         self.logger = logger
         self.useIOURing = useIOURing
         self.prefault = prefault
+        self.metrics = metrics
         var initial = State(nextSequence: nextSequence)
         initial.ready = ready.sorted { $0.sequence < $1.sequence }
         initial.reusable = reusable
@@ -190,6 +192,7 @@ final class SegmentAllocator: Sendable {
                 value.ready.sort { $0.sequence < $1.sequence }
                 value.failure = nil
                 if recycled { value.recycled += 1 } else { value.prepared += 1 }
+                (recycled ? metrics?.segmentsRecycled : metrics?.segmentsAllocated)?.increment()
             case .failure(let error):
                 let walError = error as? WALError ?? WALError(.io, path: directory, operation: "prepare segment", hint: "\(error)")
                 value.failure = walError
