@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <linux/falloc.h>
 
 #ifndef MADV_POPULATE_WRITE
@@ -46,6 +47,8 @@ int sw_madvise_random(void *addr, size_t length) { SW_RET(madvise(addr, length, 
 int sw_madvise_sequential(void *addr, size_t length) { SW_RET(madvise(addr, length, MADV_SEQUENTIAL)); }
 int sw_madvise_populate_write(void *addr, size_t length) { SW_RET(madvise(addr, length, MADV_POPULATE_WRITE)); }
 int sw_madvise_dontneed(void *addr, size_t length) { SW_RET(madvise(addr, length, MADV_DONTNEED)); }
+
+int sw_set_thread_name(const char *name) { return -pthread_setname_np(pthread_self(), name); }
 
 ssize_t sw_pread(int fd, void *buf, size_t len, int64_t offset) {
     ssize_t r = pread(fd, buf, len, offset);

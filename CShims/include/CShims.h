@@ -55,6 +55,9 @@ int sw_madvise_sequential(void *addr, size_t length);
 int sw_madvise_populate_write(void *addr, size_t length);
 // Why C: MADV_DONTNEED by name; on a shared file mapping it drops page-table entries only.
 int sw_madvise_dontneed(void *addr, size_t length);
+// Why C: pthread_setname_np is a GNU extension Swift's Glibc module does not expose. Names the
+// calling thread (at most 15 characters) for top -H, perf and gdb.
+int sw_set_thread_name(const char *name);
 // Why C: pread/pwrite with the -errno convention.
 ssize_t sw_pread(int fd, void *buf, size_t len, int64_t offset);
 ssize_t sw_pwrite(int fd, const void *buf, size_t len, int64_t offset);

@@ -70,7 +70,7 @@ final class GroupCommitter: Sendable {
     /// cores kept batches small (see docs/DESIGN.md). Two threads may share a parker; each
     /// re-checks its own LSN, so sharing costs a spurious wake-up, never a missed one.
     private static let parkers = 256
-    private let thread = ConditionLock<pthread_t?>(nil)
+    private let thread = ConditionLock<BackgroundThread?>(nil)
 
     init(start: LogPosition, policy: DurabilityPolicy, directory: String, logger: Logger, metrics: WALMetrics) {
         self.policy = policy
@@ -84,15 +84,8 @@ final class GroupCommitter: Sendable {
     }
 
     func start() {
-        let box = Unmanaged.passRetained(self)
-        var handle = pthread_t()
-        let rc = pthread_create(&handle, nil, { raw in
-            let committer = Unmanaged<GroupCommitter>.fromOpaque(raw!).takeRetainedValue()
-            committer.run()
-            return nil
-        }, box.toOpaque())
-        precondition(rc == 0, "pthread_create failed for the group committer: \(rc)")
-        thread.withLock { $0 = handle }
+        let started = BackgroundThread.start(name: "signalwal-flush") { self.run() }
+        thread.withLock { $0 = started }
     }
 
     /// What readers may see: flushed records, or under `.none` every copied record.
@@ -225,9 +218,7 @@ final class GroupCommitter: Sendable {
     func stop() -> WALError? {
         state.withLock { $0.stopping = true }
         state.signal(Self.work)
-        if let handle = thread.withLock({ value -> pthread_t? in defer { value = nil }; return value }) {
-            pthread_join(handle, nil)
-        }
+        thread.withLock { $0 }?.join()
         return state.withLock { $0.failure }
     }
 

@@ -49,7 +49,7 @@ final class SegmentAllocator: Sendable {
     /// How far ahead of the cursor pages are faulted in.
     static let populateAhead = 4 << 20
     fileprivate let state: ConditionLock<State>
-    private let thread = ConditionLock<pthread_t?>(nil)
+    private let thread = ConditionLock<BackgroundThread?>(nil)
 
     init(directory: String, segmentSize: Int, spares: Int, nextSequence: UInt64, ready: [Segment],
          reusable: [String], useIOURing: Bool, prefault: Bool = false, logger: Logger, metrics: WALMetrics? = nil) {
@@ -68,24 +68,15 @@ final class SegmentAllocator: Sendable {
 
     /// Starts the background thread.
     func start() {
-        let box = Unmanaged.passRetained(self)
-        var handle = pthread_t()
-        let rc = pthread_create(&handle, nil, { raw in
-            let allocator = Unmanaged<SegmentAllocator>.fromOpaque(raw!).takeRetainedValue()
-            allocator.run()
-            return nil
-        }, box.toOpaque())
-        precondition(rc == 0, "pthread_create failed for the segment allocator: \(rc)")
-        thread.withLock { $0 = handle }
+        let started = BackgroundThread.start(name: "signalwal-alloc") { self.run() }
+        thread.withLock { $0 = started }
     }
 
     /// Stops the thread, waits for it, and unmaps the spares it holds.
     func stop() {
         state.withLock { $0.stopping = true }
         state.broadcast()
-        if let handle = thread.withLock({ value -> pthread_t? in defer { value = nil }; return value }) {
-            pthread_join(handle, nil)
-        }
+        thread.withLock { $0 }?.join()
         let spares = state.withLock { value -> [Segment] in defer { value.ready = [] }; return value.ready }
         spares.forEach { $0.close() }
     }
