@@ -95,7 +95,15 @@ public struct DurableBenchmark: Sendable {
             let measuring = Atomic<Bool>(false)
             let stop = Atomic<Bool>(false)
             let failures = Atomic<Int>(0)
-            let results = Mutex<[(count: Int, latencies: [UInt64])]>([])
+            let results = ResultsBox()
+        }
+        /// Per-appender results, behind a pthread lock (see WAL.catalog for why not `Mutex`).
+        final class ResultsBox: @unchecked Sendable {
+            // @unchecked: `items` is only touched with `lock` held.
+            private let lock = NSLock()
+            private var items: [(count: Int, latencies: [UInt64])] = []
+            func append(_ item: (count: Int, latencies: [UInt64])) { lock.lock(); items.append(item); lock.unlock() }
+            var all: [(count: Int, latencies: [UInt64])] { lock.lock(); defer { lock.unlock() }; return items }
         }
         let state = RunState()
         let size = recordSize
@@ -131,7 +139,7 @@ public struct DurableBenchmark: Sendable {
                         if latencies.count < sampleLimit { latencies.append(monotonicNanoseconds() - started) }
                     }
                 }
-                state.results.withLock { $0.append((count, latencies)) }
+                state.results.append((count, latencies))
             }
             done.signal()
         }
@@ -154,7 +162,7 @@ public struct DurableBenchmark: Sendable {
             throw WALError(.io, path: directory, operation: "bench", hint: "\(state.failures.load(ordering: .relaxed)) appends failed")
         }
 
-        let collected = state.results.withLock { $0 }
+        let collected = state.results.all
         let records = collected.reduce(0) { $0 + $1.count }
         let samples = collected.flatMap(\.latencies).sorted()
         let flushes = after.flushes - before.flushes

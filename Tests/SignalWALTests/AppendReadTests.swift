@@ -71,7 +71,7 @@ final class AppendReadTests: XCTestCase {
         defer { try? wal.close() }
         let appenders = 64
         let perAppender = 300
-        let collected = Mutex([LSN](repeating: 0, count: appenders * perAppender))
+        let collected = ConditionLock([LSN](repeating: 0, count: appenders * perAppender))
         DispatchQueue.concurrentPerform(iterations: appenders) { appender in
             for index in 0..<perAppender {
                 let id = appender * perAppender + index

@@ -26,7 +26,7 @@ final class DurabilityInvariantTests: XCTestCase {
     private func run(policy: DurabilityPolicy, appenders: Int, perAppender: Int) throws -> (violations: Int, flushes: Flushes, wal: WAL) {
         let directory = makeTemporaryDirectory(self)
         let flushes = Flushes()
-        let box = Mutex<WAL?>(nil)
+        let box = ConditionLock<WAL?>(nil)
         let wal = try WAL.open(directory: directory, configuration: testConfiguration(durability: policy))
         box.withLock { $0 = wal }
         Syscall.setFaultHook { operation, path in
