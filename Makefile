@@ -30,7 +30,7 @@ run: deps
 test: deps
 	swift build --build-tests
 	swift test
-	swift test --sanitize=thread --scratch-path .build-tsan --filter "AppendReadTests|CheckpointTests|DurabilityInvariantTests|ErrorTests"
+	swift test --sanitize=thread --scratch-path .build-tsan --filter "AppendReadTests|CheckpointTests|DurabilityInvariantTests|ErrorTests|BatchLimitTests"
 
 # The suite under ThreadSanitizer (concurrency tests) and AddressSanitizer (everything).
 # Separate build folders, so they do not invalidate the normal build.

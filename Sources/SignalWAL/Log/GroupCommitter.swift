@@ -2,12 +2,15 @@
 import Glibc
 #endif
 import Logging
+import Synchronization
 
 /// Where the log ends: the last LSN and the byte just past it in its segment.
 struct LogPosition: Sendable, Equatable {
     var lsn: LSN
     var segment: UInt64
     var offset: Int
+    /// Bytes appended (record spans) since the WAL opened, for ``Configuration/maxBatchBytes``.
+    var bytes: UInt64 = 0
 }
 
 /// Flushes appended records on a dedicated thread and wakes whoever waits for them.
@@ -43,6 +46,9 @@ final class GroupCommitter: Sendable {
         var failure: WALError?
         var stopping = false
         var stopped = false
+        /// An appender is waiting for unflushed bytes to drop below `maxBatchBytes`: flush now,
+        /// whatever the policy's schedule.
+        var roomWanted = false
         var waiters: [Waiter] = []
         var followers: [Follower] = []
         var nextFollowerID: UInt64 = 0
@@ -58,6 +64,13 @@ final class GroupCommitter: Sendable {
     let policy: DurabilityPolicy
     let logger: Logger
     let metrics: WALMetrics
+    /// See ``Configuration/maxBatchDelay`` and ``Configuration/maxBatchBytes``.
+    let batchDelayNanoseconds: Int
+    let maxUnflushedBytes: UInt64?
+    /// Mirrors of `written.bytes` and `durable.bytes`, stored under the lock and read without
+    /// it, so the common case of `waitForRoom` (far below the limit) costs two loads, not a lock.
+    private let writtenBytes = Atomic<UInt64>(0)
+    private let durableBytes = Atomic<UInt64>(0)
     let directory: String
     private let state: ConditionLock<State>
     /// The flush thread waits on this for new work; nobody else does.
@@ -72,9 +85,14 @@ final class GroupCommitter: Sendable {
     private static let parkers = 256
     private let thread = ConditionLock<BackgroundThread?>(nil)
 
-    init(start: LogPosition, policy: DurabilityPolicy, directory: String, logger: Logger, metrics: WALMetrics) {
+    init(start: LogPosition, policy: DurabilityPolicy, directory: String, logger: Logger, metrics: WALMetrics,
+         batchDelay: Duration = .zero, maxBatchBytes: Int? = nil) {
         self.policy = policy
         self.metrics = metrics
+        let parts = batchDelay.components
+        batchDelayNanoseconds = Int(parts.seconds) * 1_000_000_000 + Int(parts.attoseconds / 1_000_000_000)
+        // `.none` never flushes on its own schedule, so it has nothing to bound.
+        maxUnflushedBytes = policy == .none ? nil : maxBatchBytes.map { UInt64($0) }
         self.logger = logger
         self.directory = directory
         var initial = State(written: start, durable: start)
@@ -110,6 +128,7 @@ final class GroupCommitter: Sendable {
         state.withLock { value in
             guard position.lsn > value.written.lsn else { return }
             value.written = position
+            writtenBytes.store(position.bytes, ordering: .releasing)
             if value.dirtyActive !== segment.file {
                 if let previous = value.dirtyActive { value.dirtySealed.append(previous) }
                 value.dirtyActive = segment.file
@@ -120,6 +139,29 @@ final class GroupCommitter: Sendable {
         }
         if policy == .groupCommit || sealedWaiting { state.signal(Self.work) }
         for follower in wake { follower.continuation.resume(returning: true) }
+    }
+
+    /// Blocks while more than `maxBatchBytes` appended bytes are unflushed, asking the flusher to
+    /// flush now. Appenders call it before copying, so unflushed data stays within the limit
+    /// plus one record per concurrent appender.
+    func waitForRoom() throws {
+        guard let limit = maxUnflushedBytes else { return }
+        // Durable first: it only grows, so this can overstate the backlog, never understate it.
+        let durableSoFar = durableBytes.load(ordering: .acquiring)
+        if writtenBytes.load(ordering: .acquiring) &- durableSoFar < limit { return }
+        let needsFlush = state.withLock { value -> Bool in
+            guard value.written.bytes - value.durable.bytes >= limit, value.failure == nil, !value.stopped else { return false }
+            value.roomWanted = true
+            return true
+        }
+        guard needsFlush else { return }
+        state.signal(Self.work)
+        let failure: WALError? = state.wait(until: { value in
+            value.written.bytes - value.durable.bytes < limit || value.failure != nil || value.stopped
+        }, on: Self.flushed) { value in
+            value.failure ?? (value.stopped ? closedError() : nil)
+        }
+        if let failure { throw failure }
     }
 
     /// Blocks the calling thread until `lsn` is durable (or the flush failed, or the WAL closed).
@@ -229,13 +271,23 @@ final class GroupCommitter: Sendable {
                 let parts = duration.components
                 interval = Int(parts.seconds) * 1_000_000_000 + Int(parts.attoseconds / 1_000_000_000)
             }
-            let job: (target: LogPosition, sealed: [OpenFile], active: OpenFile?)? = state.wait(until: { value in
+            let delayed = state.wait(until: { value in
+                if value.roomWanted && value.written.lsn > value.durable.lsn { return true }
                 switch policy {
                 case .groupCommit: return value.stopping || value.written.lsn > value.durable.lsn
                 case .interval: return value.stopping
                 case .none: return value.stopping || !value.dirtySealed.isEmpty
                 }
             }, on: Self.work, timeoutNanoseconds: interval) { value in
+                policy == .groupCommit && batchDelayNanoseconds > 0 && !value.stopping && !value.roomWanted
+            }
+            if delayed {
+                // commit_delay: let more appends join this flush.
+                var pause = timespec(tv_sec: batchDelayNanoseconds / 1_000_000_000, tv_nsec: batchDelayNanoseconds % 1_000_000_000)
+                nanosleep(&pause, nil)
+            }
+            let job: (target: LogPosition, sealed: [OpenFile], active: OpenFile?)? = state.withLock { value in
+                value.roomWanted = false
                 guard value.failure == nil, value.written.lsn > value.durable.lsn || value.dirtyActive != nil else { return nil }
                 if policy == .none && !value.stopping {
                     // Only sealed files; the durable LSN is not claimed to move.
@@ -310,6 +362,7 @@ final class GroupCommitter: Sendable {
             metrics.durableLag.record(value.written.lsn - target.lsn)
             value.recordsFlushed += covered
             value.durable = target
+            durableBytes.store(target.bytes, ordering: .releasing)
             collectParked(&value, all: false)
             resume = value.waiters.filter { $0.lsn <= target.lsn }
             value.waiters.removeAll { $0.lsn <= target.lsn }

@@ -25,6 +25,8 @@ public final class WAL: Sendable {
         var releasedUpTo = Format.segmentHeaderBlock
         var nextLSN: LSN
         var closed = false
+        /// Record bytes appended since open (see ``Configuration/maxBatchBytes``).
+        var bytesAppended: UInt64 = 0
     }
     struct Catalog {
         /// Segments holding live records, oldest first; the last is the active segment.
@@ -71,7 +73,8 @@ public final class WAL: Sendable {
         let start = LogPosition(lsn: recovered.nextLSN - 1, segment: activeInfo?.sequence ?? 0, offset: offset)
         metrics = WALMetrics(directory: directory, factory: configuration.metricsFactory)
         committer = GroupCommitter(start: start, policy: configuration.durability, directory: directory,
-                                   logger: configuration.logger, metrics: metrics)
+                                   logger: configuration.logger, metrics: metrics,
+                                   batchDelay: configuration.maxBatchDelay, maxBatchBytes: configuration.maxBatchBytes)
         allocator = SegmentAllocator(directory: directory, segmentSize: configuration.segmentSize,
                                      spares: configuration.spareSegments, nextSequence: recovered.nextSequence,
                                      ready: recovered.spares, reusable: recovered.reusable,
@@ -214,6 +217,8 @@ public final class WAL: Sendable {
             payloadBytes += bytes.count
             if count == 1 { single = crc } else { crcs.append(crc) }
         }
+        // Bounded unflushed data: wait (and ask for a flush) before copying more.
+        try committer.waitForRoom()
         let written = try appendState.withLock { state throws -> (range: ClosedRange<LSN>, position: LogPosition, segment: Segment) in
             guard !state.closed else { throw closedError(operation: "append") }
             if let failure = committer.failure { throw failure }
@@ -255,11 +260,13 @@ public final class WAL: Sendable {
                       payload: bytes, span: span, into: segment, at: state.offset)
                 state.offset += span
                 state.nextLSN += 1
+                state.bytesAppended += UInt64(span)
             }
             precondition(spares.isEmpty, "batch layout and segment switches disagree")
             if state.offset >= state.windowMark { moveWindow(&state) }
             let last = state.nextLSN - 1
-            return (first...last, LogPosition(lsn: last, segment: state.active!.sequence, offset: state.offset), state.active!)
+            return (first...last, LogPosition(lsn: last, segment: state.active!.sequence, offset: state.offset,
+                                              bytes: state.bytesAppended), state.active!)
         }
         // Outside the append lock, so appenders do not queue behind the committer's lock.
         committer.noteWritten(written.position, in: written.segment)
