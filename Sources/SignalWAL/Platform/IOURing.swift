@@ -5,27 +5,24 @@ import CShims
 
 /// An io_uring instance owned by one thread at a time (the segment allocator's thread).
 ///
-/// Rings are optional: ``probe()`` reports, once per process, whether the kernel lets us create
-/// one. Container seccomp profiles commonly deny `io_uring_setup`, and the engine then uses plain
-/// system calls for the same work.
+/// Rings are optional: container seccomp profiles commonly deny `io_uring_setup` (or let it
+/// succeed and refuse `io_uring_enter`), and the engine then uses plain system calls for the same
+/// work. ``open(entries:path:)`` therefore proves a ring works before handing it out.
 final class IOURing {
     private let ring: OpaquePointer
     let entries: Int
 
-    /// Whether io_uring works here: creates a small ring and runs a no-op through it. Goes
-    /// through the syscall funnel, so tests can make it fail as a seccomp profile would.
-    static func probe(path: String) -> WALError? {
-        do {
-            let ring = try IOURing(entries: 2, path: path)
-            _ = sw_uring_prep_nop(ring.ring, 1)
-            _ = try ring.submitAndReap(count: 1, path: path)
-            return nil
-        } catch {
-            return error as? WALError ?? WALError(.io, path: path, operation: "io_uring probe", hint: "io_uring is unavailable; using plain system calls.")
-        }
+    /// Creates a ring and runs a no-op through it, so a ring that cannot submit is refused here
+    /// rather than on first use. Goes through the syscall funnel, so tests can make it fail as a
+    /// seccomp profile would.
+    static func open(entries: Int, path: String) throws -> IOURing {
+        let ring = try IOURing(entries: entries, path: path)
+        _ = sw_uring_prep_nop(ring.ring, 1)
+        _ = try ring.submitAndReap(count: 1, path: path)
+        return ring
     }
 
-    init(entries: Int, path: String) throws {
+    private init(entries: Int, path: String) throws {
         var err: Int32 = 0
         var made: OpaquePointer?
         try Syscall.run(.uringSetup, path: path) {
@@ -38,18 +35,8 @@ final class IOURing {
 
     deinit { sw_uring_destroy(ring) }
 
-    var spaceLeft: Int { Int(sw_uring_space_left(ring)) }
-
     func prepareWrite(fd: Int32, _ buffer: UnsafeRawBufferPointer, offset: Int, tag: UInt64, link: Bool) -> Bool {
         sw_uring_prep_write(ring, fd, buffer.baseAddress, UInt32(buffer.count), UInt64(offset), tag, link ? 1 : 0) == 0
-    }
-
-    func prepareDataSync(fd: Int32, tag: UInt64, link: Bool = false) -> Bool {
-        sw_uring_prep_fsync(ring, fd, 1, tag, link ? 1 : 0) == 0
-    }
-
-    func prepareFallocate(fd: Int32, offset: Int, length: Int, tag: UInt64, link: Bool) -> Bool {
-        sw_uring_prep_fallocate(ring, fd, Int64(offset), Int64(length), tag, link ? 1 : 0) == 0
     }
 
     /// Submits everything queued and waits until `count` completions have arrived, returning

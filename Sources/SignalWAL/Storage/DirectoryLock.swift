@@ -44,18 +44,6 @@ final class DirectoryLock: Sendable {
         return Int32(String(decoding: digits, as: UTF8.self))
     }
 
-    /// The PID of the process holding the lock on `directory`, without taking it. For tools.
-    static func holder(directory: String) -> Int32? {
-        let path = directory + "/" + Format.lockFileName
-        guard let file = try? OpenFile.open(path, writable: false) else { return nil }
-        defer { file.closeQuietly() }
-        // Taking the lock succeeds only when nobody holds it; closing the descriptor releases it.
-        if (try? file.tryLockExclusive()) == true {
-            return nil
-        }
-        return holderPID(file)
-    }
-
     func release() {
         try? file.truncate(to: 0)
         file.closeQuietly()

@@ -121,11 +121,11 @@ final class SegmentAllocator: Sendable {
     private func run() {
         var uring: IOURing?
         if useIOURing {
-            if let refusal = IOURing.probe(path: directory) {
+            do {
+                uring = try IOURing.open(entries: 64, path: directory)
+            } catch {
                 logger.notice("io_uring is unavailable, preparing segments with plain system calls", metadata: [
-                    "directory": "\(directory)", "reason": "\(refusal)"])
-            } else {
-                uring = try? IOURing(entries: 64, path: directory)
+                    "directory": "\(directory)", "reason": "\(error)"])
             }
         }
         while true {
