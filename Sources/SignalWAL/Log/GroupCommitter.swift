@@ -57,8 +57,6 @@ final class GroupCommitter: Sendable {
         /// Blocked appenders: the LSN each waits for and the condition it sleeps on. Keeps its
         /// capacity, so parking allocates nothing in steady state.
         var parked: [(lsn: LSN, parker: Int)] = []
-        /// Parkers to wake after the lock is released (reused buffer).
-        var toWake: [Int] = []
     }
 
     let policy: DurabilityPolicy
@@ -97,7 +95,6 @@ final class GroupCommitter: Sendable {
         self.directory = directory
         var initial = State(written: start, durable: start)
         initial.parked.reserveCapacity(Self.parkers)
-        initial.toWake.reserveCapacity(Self.parkers)
         state = ConditionLock(initial, conditions: 2 + Self.parkers)
     }
 
@@ -188,23 +185,20 @@ final class GroupCommitter: Sendable {
     }
 
     /// Moves the parkers of appenders covered by `durable` (all of them when `all`) into
-    /// `toWake`. Called with the lock held; the caller signals them after releasing it.
-    private func collectParked(_ value: inout State, all: Bool) {
+    /// `buffer`, a buffer the flusher thread owns. Called with the lock held; ``signalParkers(_:)``
+    /// signals them after it is released.
+    private func collectParked(_ value: inout State, all: Bool, into buffer: inout [Int]) {
         guard !value.parked.isEmpty else { return }
         let durable = value.durable.lsn
-        for entry in value.parked where all || entry.lsn <= durable { value.toWake.append(entry.parker) }
+        for entry in value.parked where all || entry.lsn <= durable { buffer.append(entry.parker) }
         if all { value.parked.removeAll(keepingCapacity: true) } else { value.parked.removeAll { $0.lsn <= durable } }
     }
 
-    /// Signals the collected parkers outside the lock, so a woken appender does not block on
-    /// the lock the flusher still holds.
-    private func wakeCollected() {
-        var parkers: [Int] = []
-        state.withLock { value in swap(&parkers, &value.toWake) }
-        guard !parkers.isEmpty else { state.withLock { value in swap(&parkers, &value.toWake) }; return }
-        for parker in parkers { state.broadcast(parker) }
-        parkers.removeAll(keepingCapacity: true)
-        state.withLock { value in swap(&parkers, &value.toWake) }
+    /// Signals collected parkers outside the lock, so a woken appender does not block on the
+    /// lock the flusher still holds; keeps the buffer's capacity.
+    private func signalParkers(_ buffer: inout [Int]) {
+        for parker in buffer { state.broadcast(parker) }
+        buffer.removeAll(keepingCapacity: true)
     }
 
     /// Suspends until `lsn` is durable, without blocking a thread of the cooperative pool.
@@ -265,6 +259,8 @@ final class GroupCommitter: Sendable {
     }
 
     private func run() {
+        var toWake: [Int] = []
+        toWake.reserveCapacity(Self.parkers)
         while true {
             var interval: Int? = nil
             if case .interval(let duration) = policy {
@@ -302,7 +298,7 @@ final class GroupCommitter: Sendable {
                 value.dirtyActive = nil
                 return job
             }
-            if let job { flush(job.target, sealed: job.sealed, active: job.active) }
+            if let job { flush(job.target, sealed: job.sealed, active: job.active, toWake: &toWake) }
             let done = state.withLock { value -> Bool in
                 guard value.stopping else { return false }
                 // Leave only when everything written has been flushed (or flushing failed).
@@ -312,18 +308,18 @@ final class GroupCommitter: Sendable {
         }
         let (waiters, followers) = state.withLock { value -> ([Waiter], [Follower]) in
             value.stopped = true
-            collectParked(&value, all: true)
+            collectParked(&value, all: true, into: &toWake)
             defer { value.waiters = []; value.followers = [] }
             return (value.waiters, value.followers)
         }
-        wakeCollected()
+        signalParkers(&toWake)
         state.broadcast(Self.flushed)
         let error = failure ?? closedError()
         for waiter in waiters { waiter.continuation.resume(throwing: error) }
         for follower in followers { follower.continuation.resume(returning: false) }
     }
 
-    private func flush(_ target: LogPosition, sealed: [OpenFile], active: OpenFile?) {
+    private func flush(_ target: LogPosition, sealed: [OpenFile], active: OpenFile?, toWake: inout [Int]) {
         var failed: WALError? = nil
         func flushOne(_ segment: OpenFile) {
             guard failed == nil else { return }
@@ -347,7 +343,7 @@ final class GroupCommitter: Sendable {
             if let failed {
                 metrics.flushFailures.increment()
                 value.failure = failed
-                collectParked(&value, all: true)
+                collectParked(&value, all: true, into: &toWake)
                 fail = value.waiters
                 value.waiters = []
                 dropped = value.followers
@@ -363,12 +359,12 @@ final class GroupCommitter: Sendable {
             value.recordsFlushed += covered
             value.durable = target
             durableBytes.store(target.bytes, ordering: .releasing)
-            collectParked(&value, all: false)
+            collectParked(&value, all: false, into: &toWake)
             resume = value.waiters.filter { $0.lsn <= target.lsn }
             value.waiters.removeAll { $0.lsn <= target.lsn }
             if policy != .none { wake = takeFollowers(&value, upTo: target.lsn) }
         }
-        wakeCollected()
+        signalParkers(&toWake)
         state.broadcast(Self.flushed)
         if let failed {
             logger.critical("a flush failed; the WAL refuses appends until it is reopened", metadata: ["error": "\(failed)"])
