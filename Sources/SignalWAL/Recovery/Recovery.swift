@@ -107,7 +107,7 @@ struct Recovery {
                     spares.append(candidate)
                 }
             case .failure(let reason):
-                try quarantineSegment(path, sequence: sequence, reason: reason, quarantine: quarantine, report: &report)
+                try quarantineSegment(path, sequence: sequence, reason: reason.text, quarantine: quarantine, report: &report)
             }
         }
 
@@ -226,11 +226,6 @@ struct Recovery {
     }
 
     struct QuarantineReason: Error { let text: String; init(_ text: String) { self.text = text } }
-
-    private func quarantineSegment(_ path: String, sequence: UInt64, reason: QuarantineReason,
-                                   quarantine: Quarantine, report: inout RecoveryReport) throws {
-        try quarantineSegment(path, sequence: sequence, reason: reason.text, quarantine: quarantine, report: &report)
-    }
 
     private func quarantineSegment(_ path: String, sequence: UInt64, reason: String,
                                    quarantine: Quarantine, report: inout RecoveryReport) throws {
