@@ -41,7 +41,7 @@ let package = Package(
         // `signalwal bench`).
         .target(
             name: "SignalWALBench",
-            dependencies: ["SignalWAL", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["SignalWAL", "SignalWALWorkload", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "signalwal-bench",

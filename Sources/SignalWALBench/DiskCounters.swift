@@ -60,25 +60,3 @@ func percentile(_ sorted: [UInt64], _ fraction: Double) -> UInt64 {
     let rank = Int((fraction * Double(sorted.count)).rounded(.up)) - 1
     return sorted[min(max(rank, 0), sorted.count - 1)]
 }
-
-/// Runs `body(index)` on `count` new threads and waits for all of them.
-func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    final class Job: @unchecked Sendable {
-        // @unchecked: handed to exactly one thread.
-        let index: Int
-        let body: @Sendable (Int) -> Void
-        init(index: Int, body: @escaping @Sendable (Int) -> Void) { self.index = index; self.body = body }
-    }
-    var handles: [pthread_t] = []
-    for index in 0..<count {
-        var handle = pthread_t()
-        let rc = pthread_create(&handle, nil, { raw in
-            let job = Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue()
-            job.body(job.index)
-            return nil
-        }, Unmanaged.passRetained(Job(index: index, body: body)).toOpaque())
-        precondition(rc == 0, "pthread_create failed: \(rc)")
-        handles.append(handle)
-    }
-    for handle in handles { pthread_join(handle, nil) }
-}

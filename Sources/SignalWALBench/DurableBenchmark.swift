@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Logging
 import SignalWAL
+import SignalWALWorkload
 import Synchronization
 
 /// Parses the `--policy` spelling: `group`, `interval:10ms` (also `us`, `s`), `none`.

@@ -70,38 +70,46 @@ public enum Workload {
     /// durable under the policy. Lines are written with single write(2) calls so a kill never
     /// leaves half a line that claims an acknowledgement.
     public static func appendUntilKilled(wal: WAL, seed: UInt64, threads: Int, limit: Int = .max) {
-        var handles: [pthread_t] = []
-        final class Job: @unchecked Sendable {
-            // @unchecked: handed to exactly one thread and never shared; WAL itself is Sendable.
-            let wal: WAL, seed: UInt64, thread: UInt32, limit: Int
-            init(wal: WAL, seed: UInt64, thread: UInt32, limit: Int) {
-                self.wal = wal; self.seed = seed; self.thread = thread; self.limit = limit
+        onThreads(threads) { thread in
+            let thread = UInt32(thread)
+            var index: UInt32 = 0
+            while Int(index) < limit {
+                let bytes = Workload.payload(seed: seed, thread: thread, index: index)
+                do {
+                    let lsn = try wal.append(bytes)
+                    let line = "ack \(lsn) \(thread) \(index)\n"
+                    _ = line.withCString { write(1, $0, strlen($0)) }
+                } catch {
+                    let line = "error \(thread) \(index) \(error)\n"
+                    _ = line.withCString { write(2, $0, strlen($0)) }
+                    usleep(1000)
+                    continue
+                }
+                index += 1
             }
         }
-        for thread in 0..<threads {
-            let job = Job(wal: wal, seed: seed, thread: UInt32(thread), limit: limit)
-            var handle = pthread_t()
-            pthread_create(&handle, nil, { raw in
-                let job = Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue()
-                var index: UInt32 = 0
-                while Int(index) < job.limit {
-                    let bytes = Workload.payload(seed: job.seed, thread: job.thread, index: index)
-                    do {
-                        let lsn = try job.wal.append(bytes)
-                        let line = "ack \(lsn) \(job.thread) \(index)\n"
-                        _ = line.withCString { write(1, $0, strlen($0)) }
-                    } catch {
-                        let line = "error \(job.thread) \(index) \(error)\n"
-                        _ = line.withCString { write(2, $0, strlen($0)) }
-                        usleep(1000)
-                        continue
-                    }
-                    index += 1
-                }
-                return nil
-            }, Unmanaged.passRetained(job).toOpaque())
-            handles.append(handle)
-        }
-        for handle in handles { pthread_join(handle, nil) }
     }
+}
+
+/// Runs `body(index)` on `count` new OS threads (not the cooperative pool: appenders block in
+/// `append`) and waits for all of them. Shared by the crash child and the benchmark harness.
+public func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    final class Job: @unchecked Sendable {
+        // @unchecked: handed to exactly one thread, which consumes it.
+        let index: Int
+        let body: @Sendable (Int) -> Void
+        init(index: Int, body: @escaping @Sendable (Int) -> Void) { self.index = index; self.body = body }
+    }
+    var handles: [pthread_t] = []
+    for index in 0..<count {
+        var handle = pthread_t()
+        let rc = pthread_create(&handle, nil, { raw in
+            let job = Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue()
+            job.body(job.index)
+            return nil
+        }, Unmanaged.passRetained(Job(index: index, body: body)).toOpaque())
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+        handles.append(handle)
+    }
+    for handle in handles { pthread_join(handle, nil) }
 }
