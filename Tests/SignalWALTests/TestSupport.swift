@@ -25,10 +25,8 @@ func testConfiguration(segmentSize: Int = 1 << 20, durability: DurabilityPolicy 
     } else {
         logger.logLevel = .trace
     }
-    var configuration = Configuration(segmentSize: segmentSize, maxRecordSize: maxRecordSize, spareSegments: spares,
-                                      durability: durability, logger: logger)
-    configuration.useIOURing = true
-    return configuration
+    return Configuration(segmentSize: segmentSize, maxRecordSize: maxRecordSize, spareSegments: spares,
+                         durability: durability, logger: logger)
 }
 
 /// Deterministic payload for record `index` of a test, `length` bytes.

@@ -56,7 +56,7 @@ extension WAL {
 /// Reads forward through the segments. Holds a read-only mapping of the segment it is in, so a
 /// segment recycled or deleted underneath it stays mapped (and its records stop validating,
 /// because a recycled segment gets a new epoch).
-public final class RecordCursor {
+final class RecordCursor {
     let wal: WAL
     private var wanted: LSN
     private var segment: Segment?
