@@ -58,3 +58,16 @@ ssize_t sw_pwrite(int fd, const void *buf, size_t len, int64_t offset) {
     ssize_t r = pwrite(fd, buf, len, offset);
     return r < 0 ? -errno : r;
 }
+
+#include <sys/stat.h>
+int sw_direct_io_alignment(int fd) {
+#ifdef STATX_DIOALIGN
+    struct statx st;
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &st) < 0) return -errno;
+    if (!(st.stx_mask & STATX_DIOALIGN)) return 0;
+    return (int)st.stx_dio_offset_align;
+#else
+    (void)fd;
+    return 0;
+#endif
+}

@@ -58,6 +58,10 @@ int sw_madvise_dontneed(void *addr, size_t length);
 // Why C: pthread_setname_np is a GNU extension Swift's Glibc module does not expose. Names the
 // calling thread (at most 15 characters) for top -H, perf and gdb.
 int sw_set_thread_name(const char *name);
+// Why C: statx(STATX_DIOALIGN) and its struct fields need _GNU_SOURCE and a 6.1+ header.
+// The file offset alignment O_DIRECT needs for `fd`; 0 when the kernel or filesystem does not
+// say (callers then assume 4096), -errno on failure.
+int sw_direct_io_alignment(int fd);
 // Why C: pread/pwrite with the -errno convention.
 ssize_t sw_pread(int fd, void *buf, size_t len, int64_t offset);
 ssize_t sw_pwrite(int fd, const void *buf, size_t len, int64_t offset);

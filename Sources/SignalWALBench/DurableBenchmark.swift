@@ -79,15 +79,16 @@ public struct DurableBenchmark: Sendable {
     }
 
     public func run() throws -> Result {
-        guard backend == "mmap" else {
+        guard let ioBackend = IOBackend(rawValue: backend) else {
             throw WALError(.invalidArgument, path: directory, operation: "bench",
-                           hint: "backend \(backend) is not implemented yet; use --backend mmap")
+                           hint: "unknown backend \(backend); use mmap or uring")
         }
         _ = system("rm -rf '\(directory)'")
         defer { _ = system("rm -rf '\(directory)'") }
         var configuration = Configuration()
         configuration.segmentSize = segmentSize
         configuration.durability = policy
+        configuration.backend = ioBackend
         configuration.logger = Logger(label: "signalwal-bench", factory: { _ in SwiftLogNoOpLogHandler() })
         let wal = try WAL.open(directory: directory, configuration: configuration)
         let counters = DiskCounters(directory: directory)

@@ -1,7 +1,8 @@
 // `make run`: a demo of SignalWAL on embedded defaults, and the child process the tests kill.
 //
 //   signalwal-demo                          the demo, under .wal/demo
-//   signalwal-demo child DIR SEED THREADS   append until killed, printing "ack LSN THREAD INDEX"
+//   signalwal-demo child DIR SEED THREADS [BACKEND]
+//                                           append until killed, printing "ack LSN THREAD INDEX"
 //   signalwal-demo open-as UID DIR          drop to UID, try WAL.open(DIR), print the outcome
 #if canImport(Glibc)
 import Glibc
@@ -25,11 +26,14 @@ func smallSegments() -> Configuration {
 
 switch arguments.dropFirst().first {
 case "child":
-    guard arguments.count == 5, let seed = UInt64(arguments[3]), let threads = Int(arguments[4]) else {
-        fail("usage: signalwal-demo child DIR SEED THREADS")
+    guard arguments.count == 5 || arguments.count == 6, let seed = UInt64(arguments[3]), let threads = Int(arguments[4]),
+          let backend = arguments.count == 6 ? IOBackend(rawValue: arguments[5]) : .uring else {
+        fail("usage: signalwal-demo child DIR SEED THREADS [mmap|uring]")
     }
     do {
-        let wal = try WAL.open(directory: arguments[2], configuration: smallSegments())
+        var configuration = smallSegments()
+        configuration.backend = backend
+        let wal = try WAL.open(directory: arguments[2], configuration: configuration)
         Workload.appendUntilKilled(wal: wal, seed: seed, threads: threads)
     } catch {
         fail("\(error)")

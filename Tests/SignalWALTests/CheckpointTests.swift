@@ -27,8 +27,12 @@ final class CheckpointTests: XCTestCase {
     }
 
     func testSegmentsBelowTheCheckpointAreReusedAndDiskUseStaysBounded() throws {
+        for backend in IOBackend.allCases { try reuse(backend: backend) }
+    }
+
+    private func reuse(backend: IOBackend) throws {
         let directory = makeTemporaryDirectory(self)
-        let wal = try WAL.open(directory: directory, configuration: testConfiguration(spares: 2))
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration(spares: 2, backend: backend))
         defer { try? wal.close() }
         let payload = [UInt8](repeating: 7, count: 60_000) // ~17 records per 1 MiB segment
         var maxFiles = 0

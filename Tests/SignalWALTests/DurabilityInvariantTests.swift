@@ -23,11 +23,11 @@ final class DurabilityInvariantTests: XCTestCase {
         var flushes: Int { lock.lock(); defer { lock.unlock() }; return count }
     }
 
-    private func run(policy: DurabilityPolicy, appenders: Int, perAppender: Int) throws -> (violations: Int, flushes: Flushes, wal: WAL) {
+    private func run(policy: DurabilityPolicy, backend: IOBackend, appenders: Int, perAppender: Int) throws -> (violations: Int, flushes: Flushes, wal: WAL) {
         let directory = makeTemporaryDirectory(self)
         let flushes = Flushes()
         let box = ConditionLock<WAL?>(nil)
-        let wal = try WAL.open(directory: directory, configuration: testConfiguration(durability: policy))
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration(durability: policy, backend: backend))
         box.withLock { $0 = wal }
         Syscall.setFaultHook { operation, path in
             guard operation == .fdatasync, path.hasSuffix(".wal"), let wal = box.withLock({ $0 }) else { return nil }
@@ -52,18 +52,23 @@ final class DurabilityInvariantTests: XCTestCase {
     }
 
     func testGroupCommitAcknowledgesOnlyAfterACoveringFlush() throws {
-        let (violations, flushes, wal) = try run(policy: .groupCommit, appenders: 16, perAppender: 20)
-        XCTAssertEqual(violations, 0)
-        XCTAssertLessThan(flushes.flushes, 16 * 20, "flushes were shared")
-        XCTAssertEqual(wal.durableLSN, 16 * 20)
-        Syscall.setFaultHook(nil)
-        try wal.close()
+        for backend in IOBackend.allCases {
+            let (violations, flushes, wal) = try run(policy: .groupCommit, backend: backend, appenders: 16, perAppender: 20)
+            XCTAssertEqual(violations, 0, "\(backend)")
+            XCTAssertGreaterThan(flushes.flushes, 0, "\(backend): the hook saw the flushes")
+            XCTAssertLessThan(flushes.flushes, 16 * 20, "\(backend): flushes were shared")
+            XCTAssertEqual(wal.durableLSN, 16 * 20)
+            Syscall.setFaultHook(nil)
+            try wal.close()
+        }
     }
 
     func testIntervalPolicyNeverReportsMoreDurableThanFlushed() throws {
-        let (violations, _, wal) = try run(policy: .interval(.milliseconds(5)), appenders: 8, perAppender: 50)
-        XCTAssertEqual(violations, 0)
-        Syscall.setFaultHook(nil)
-        try wal.close()
+        for backend in IOBackend.allCases {
+            let (violations, _, wal) = try run(policy: .interval(.milliseconds(5)), backend: backend, appenders: 8, perAppender: 50)
+            XCTAssertEqual(violations, 0, "\(backend)")
+            Syscall.setFaultHook(nil)
+            try wal.close()
+        }
     }
 }

@@ -101,11 +101,17 @@ final class ErrorTests: XCTestCase {
     }
 
     func testFailedFlushFailsWaitersAndLaterAppendsUntilReopen() throws {
+        for backend in IOBackend.allCases { try failedFlush(backend: backend, failing: .fdatasync) }
+        // The io_uring backend writes before it syncs: a failed write is a failed flush too.
+        try failedFlush(backend: .uring, failing: .pwrite)
+    }
+
+    private func failedFlush(backend: IOBackend, failing: SyscallOperation) throws {
         let directory = makeTemporaryDirectory(self)
-        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration(backend: backend))
         let good = try wal.append([1, 1, 1])
         Syscall.setFaultHook { operation, path in
-            operation == .fdatasync && path.hasSuffix(".wal") ? .fail(errno: EIO) : nil
+            operation == failing && path.hasSuffix(".wal") ? .fail(errno: EIO) : nil
         }
         XCTAssertThrowsError(try wal.append([2, 2, 2])) { error in
             let error = error as! WALError
@@ -118,7 +124,7 @@ final class ErrorTests: XCTestCase {
         XCTAssertThrowsError(try wal.append([3])) { XCTAssertEqual(($0 as? WALError)?.kind, .flushFailed) }
         XCTAssertThrowsError(try wal.close())
         let reopened = try WAL.open(directory: directory, configuration: testConfiguration())
-        XCTAssertEqual(readAll(reopened).first?.payload, [1, 1, 1])
+        XCTAssertEqual(readAll(reopened).first?.payload, [1, 1, 1], "\(backend), \(failing)")
         try reopened.append([4])
         try reopened.close()
     }

@@ -21,7 +21,10 @@ final class ProcessTests: XCTestCase {
             XCTAssertTrue(FileManager.default.createFile(atPath: ackFile, contents: nil))
             let process = Process()
             process.executableURL = URL(fileURLWithPath: demoExecutable)
-            process.arguments = ["child", directory, String(seed), "4"]
+            // Alternate the backends, and reopen with the other one: both write the same format.
+            let backend: IOBackend = iteration % 2 == 0 ? .uring : .mmap
+            let reopenBackend: IOBackend = backend == .uring ? .mmap : .uring
+            process.arguments = ["child", directory, String(seed), "4", backend.rawValue]
             process.standardOutput = try Foundation.FileHandle(forWritingTo: URL(fileURLWithPath: ackFile))
             process.standardError = Foundation.FileHandle.nullDevice
             try process.run()
@@ -41,7 +44,7 @@ final class ProcessTests: XCTestCase {
             totalAcks += acks.count
 
             let started = ContinuousClock.now
-            let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+            let wal = try WAL.open(directory: directory, configuration: testConfiguration(backend: reopenBackend))
             let elapsed = ContinuousClock.now - started
             reopenMilliseconds.append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
             var byLSN: [LSN: [UInt8]] = [:]
@@ -54,7 +57,7 @@ final class ProcessTests: XCTestCase {
             }
             for ack in acks {
                 XCTAssertEqual(byLSN[ack.lsn], Workload.payload(seed: seed, thread: ack.thread, index: ack.index),
-                               "iteration \(iteration): acknowledged record \(ack.lsn) is missing or different")
+                               "iteration \(iteration) (\(backend)): acknowledged record \(ack.lsn) is missing or different")
             }
             XCTAssertEqual(wal.recoveryReport.recordsLost, 0, "a kill loses no durable record: \(wal.recoveryReport.damage)")
             try wal.checkpoint(upTo: wal.visibleLSN)

@@ -17,7 +17,7 @@ func makeTemporaryDirectory(_ test: XCTestCase, function: String = #function) ->
 
 /// Small segments so tests cross many boundaries quickly; quiet logs.
 func testConfiguration(segmentSize: Int = 1 << 20, durability: DurabilityPolicy = .groupCommit,
-                       spares: Int = 2, maxRecordSize: Int? = nil) -> Configuration {
+                       spares: Int = 2, maxRecordSize: Int? = nil, backend: IOBackend = .uring) -> Configuration {
     // SIGNALWAL_TEST_LOG=1 shows the engine's logs; by default tests are quiet.
     var logger = Logger(label: "signalwal-test")
     if ProcessInfo.processInfo.environment["SIGNALWAL_TEST_LOG"] == nil {
@@ -26,7 +26,7 @@ func testConfiguration(segmentSize: Int = 1 << 20, durability: DurabilityPolicy 
         logger.logLevel = .trace
     }
     return Configuration(segmentSize: segmentSize, maxRecordSize: maxRecordSize, spareSegments: spares,
-                         durability: durability, logger: logger)
+                         durability: durability, backend: backend, logger: logger)
 }
 
 /// Deterministic payload for record `index` of a test, `length` bytes.

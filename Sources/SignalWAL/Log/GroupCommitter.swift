@@ -11,6 +11,8 @@ struct LogPosition: Sendable, Equatable {
     var offset: Int
     /// Bytes appended (record spans) since the WAL opened, for ``Configuration/maxBatchBytes``.
     var bytes: UInt64 = 0
+    /// Under the io_uring backend, the staging stream position just past the last record.
+    var stream: UInt64 = 0
 }
 
 /// Flushes appended records on a dedicated thread and wakes whoever waits for them.
@@ -57,6 +59,9 @@ final class GroupCommitter: Sendable {
         /// Blocked appenders: the LSN each waits for and the condition it sleeps on. Keeps its
         /// capacity, so parking allocates nothing in steady state.
         var parked: [(lsn: LSN, parker: Int)] = []
+        /// Under the io_uring backend and `.none`, whether the closing flush has synced what
+        /// earlier flushes only wrote.
+        var finalSynced = false
     }
 
     let policy: DurabilityPolicy
@@ -70,6 +75,8 @@ final class GroupCommitter: Sendable {
     private let writtenBytes = Atomic<UInt64>(0)
     private let durableBytes = Atomic<UInt64>(0)
     let directory: String
+    /// The io_uring backend's write path, or nil under the mmap backend.
+    let direct: DirectWriter?
     private let state: ConditionLock<State>
     /// The flush thread waits on this for new work; nobody else does.
     private static let work = 0
@@ -84,8 +91,9 @@ final class GroupCommitter: Sendable {
     private let thread = ConditionLock<BackgroundThread?>(nil)
 
     init(start: LogPosition, policy: DurabilityPolicy, directory: String, logger: Logger, metrics: WALMetrics,
-         batchDelay: Duration = .zero, maxBatchBytes: Int? = nil) {
+         batchDelay: Duration = .zero, maxBatchBytes: Int? = nil, direct: DirectWriter? = nil) {
         self.policy = policy
+        self.direct = direct
         self.metrics = metrics
         let parts = batchDelay.components
         batchDelayNanoseconds = Int(parts.seconds) * 1_000_000_000 + Int(parts.attoseconds / 1_000_000_000)
@@ -103,9 +111,14 @@ final class GroupCommitter: Sendable {
         thread.withLock { $0 = started }
     }
 
+    /// Whether readers see records as soon as they are copied: only under `.none` with the mmap
+    /// backend, where the copy is in the file's page cache. Staged records (io_uring backend)
+    /// become visible once written to the file.
+    private var visibleOnCopy: Bool { policy == .none && direct == nil }
+
     /// What readers may see: flushed records, or under `.none` every copied record.
     var visible: LogPosition {
-        state.withLock { policy == .none ? $0.written : $0.durable }
+        state.withLock { visibleOnCopy ? $0.written : $0.durable }
     }
 
     var durable: LogPosition { state.withLock { $0.durable } }
@@ -126,16 +139,29 @@ final class GroupCommitter: Sendable {
             guard position.lsn > value.written.lsn else { return }
             value.written = position
             writtenBytes.store(position.bytes, ordering: .releasing)
-            if value.dirtyActive !== segment.file {
+            if direct == nil && value.dirtyActive !== segment.file {
                 if let previous = value.dirtyActive { value.dirtySealed.append(previous) }
                 value.dirtyActive = segment.file
                 // Under `.none` sealed files are flushed in the background as they appear.
                 if policy == .none && !value.dirtySealed.isEmpty { sealedWaiting = true }
             }
-            if policy == .none { wake = takeFollowers(&value, upTo: position.lsn) }
+            if visibleOnCopy { wake = takeFollowers(&value, upTo: position.lsn) }
         }
-        if policy == .groupCommit || sealedWaiting { state.signal(Self.work) }
+        if policy == .groupCommit || sealedWaiting || (direct != nil && policy == .none) { state.signal(Self.work) }
         for follower in wake { follower.continuation.resume(returning: true) }
+    }
+
+    /// Asks for a flush now, whatever the policy's schedule (an appender needs staging room).
+    /// Returns the sticky failure instead when there is one.
+    func requestFlush() -> WALError? {
+        let failure = state.withLock { value -> WALError? in
+            if let failure = value.failure { return failure }
+            if value.stopped { return closedError() }
+            value.roomWanted = true
+            return nil
+        }
+        if failure == nil { state.signal(Self.work) }
+        return failure
     }
 
     /// Blocks while more than `maxBatchBytes` appended bytes are unflushed, asking the flusher to
@@ -222,7 +248,7 @@ final class GroupCommitter: Sendable {
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
                 let immediate: Bool? = state.withLock { value in
-                    let visibleLSN = policy == .none ? value.written.lsn : value.durable.lsn
+                    let visibleLSN = visibleOnCopy ? value.written.lsn : value.durable.lsn
                     if visibleLSN > lsn { return true }
                     if value.stopped || value.failure != nil || Task.isCancelled { return false }
                     value.followers.append(Follower(id: id, after: lsn, continuation: continuation))
@@ -272,7 +298,9 @@ final class GroupCommitter: Sendable {
                 switch policy {
                 case .groupCommit: return value.stopping || value.written.lsn > value.durable.lsn
                 case .interval: return value.stopping
-                case .none: return value.stopping || !value.dirtySealed.isEmpty
+                case .none:
+                    if direct != nil { return value.stopping || value.written.lsn > value.durable.lsn }
+                    return value.stopping || !value.dirtySealed.isEmpty
                 }
             }, on: Self.work, timeoutNanoseconds: interval) { value in
                 policy == .groupCommit && batchDelayNanoseconds > 0 && !value.stopping && !value.roomWanted
@@ -281,6 +309,28 @@ final class GroupCommitter: Sendable {
                 // commit_delay: let more appends join this flush.
                 var pause = timespec(tv_sec: batchDelayNanoseconds / 1_000_000_000, tv_nsec: batchDelayNanoseconds % 1_000_000_000)
                 nanosleep(&pause, nil)
+            }
+            if let direct {
+                let job = state.withLock { value -> (target: LogPosition, sync: Bool)? in
+                    value.roomWanted = false
+                    guard value.failure == nil else { return nil }
+                    if value.written.lsn > value.durable.lsn { return (value.written, policy != .none || value.stopping) }
+                    if value.stopping && policy == .none && !value.finalSynced { return (value.written, true) }
+                    return nil
+                }
+                if let job {
+                    flush(job.target, toWake: &toWake) {
+                        try direct.flush(upTo: job.target.stream, sync: job.sync)
+                    }
+                    if job.sync { state.withLock { $0.finalSynced = $0.stopping } }
+                }
+                let done = state.withLock { value -> Bool in
+                    guard value.stopping else { return false }
+                    return value.failure != nil
+                        || (value.written.lsn == value.durable.lsn && (policy != .none || value.finalSynced))
+                }
+                if done { break }
+                continue
             }
             let job: (target: LogPosition, sealed: [OpenFile], active: OpenFile?)? = state.withLock { value in
                 value.roomWanted = false
@@ -298,7 +348,12 @@ final class GroupCommitter: Sendable {
                 value.dirtyActive = nil
                 return job
             }
-            if let job { flush(job.target, sealed: job.sealed, active: job.active, toWake: &toWake) }
+            if let job {
+                flush(job.target, toWake: &toWake) {
+                    for segment in job.sealed { try segment.dataSync() }
+                    if let active = job.active { try active.dataSync() }
+                }
+            }
             let done = state.withLock { value -> Bool in
                 guard value.stopping else { return false }
                 // Leave only when everything written has been flushed (or flushing failed).
@@ -319,21 +374,18 @@ final class GroupCommitter: Sendable {
         for follower in followers { follower.continuation.resume(returning: false) }
     }
 
-    private func flush(_ target: LogPosition, sealed: [OpenFile], active: OpenFile?, toWake: inout [Int]) {
+    /// Runs `io` (the writes and syncs that make `target` durable), then publishes `target` as
+    /// durable and wakes whoever it covers; or, when `io` throws, makes the failure final.
+    private func flush(_ target: LogPosition, toWake: inout [Int], io: () throws -> Void) {
         var failed: WALError? = nil
-        func flushOne(_ segment: OpenFile) {
-            guard failed == nil else { return }
-            do {
-                try segment.dataSync()
-            } catch {
-                let cause = error as? WALError
-                failed = WALError(.flushFailed, path: segment.path, operation: "fdatasync", errno: cause?.errno ?? 0,
-                                  hint: "Flushing the WAL failed, so nothing written since the last good flush is acknowledged; the kernel may have dropped those pages, so SignalWAL will not retry. Check the device (dmesg), then reopen the WAL: recovery keeps everything that is really on disk.")
-            }
-        }
         let started = ContinuousClock.now
-        for segment in sealed { flushOne(segment) }
-        if let active { flushOne(active) }
+        do {
+            try io()
+        } catch {
+            let cause = error as? WALError
+            failed = WALError(.flushFailed, path: cause?.path ?? directory, operation: cause?.operation ?? "flush", errno: cause?.errno ?? 0,
+                              hint: "Flushing the WAL failed, so nothing written since the last good flush is acknowledged; the kernel may have dropped those pages, so SignalWAL will not retry. Check the device (dmesg), then reopen the WAL: recovery keeps everything that is really on disk.")
+        }
         let took = ContinuousClock.now - started
         var resume: [Waiter] = []
         var fail: [Waiter] = []
@@ -362,7 +414,7 @@ final class GroupCommitter: Sendable {
             collectParked(&value, all: false, into: &toWake)
             resume = value.waiters.filter { $0.lsn <= target.lsn }
             value.waiters.removeAll { $0.lsn <= target.lsn }
-            if policy != .none { wake = takeFollowers(&value, upTo: target.lsn) }
+            if !visibleOnCopy { wake = takeFollowers(&value, upTo: target.lsn) }
         }
         signalParkers(&toWake)
         state.broadcast(Self.flushed)

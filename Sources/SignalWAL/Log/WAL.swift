@@ -27,6 +27,10 @@ public final class WAL: Sendable {
         var closed = false
         /// Record bytes appended since open (see ``Configuration/maxBatchBytes``).
         var bytesAppended: UInt64 = 0
+        /// io_uring backend: the staging stream position of the active segment's offset 0, and
+        /// how far the staging buffer is known to be zero past the last record.
+        var streamBase: UInt64 = 0
+        var zeroedTo: UInt64 = 0
     }
     struct Catalog {
         /// Segments holding live records, oldest first; the last is the active segment.
@@ -42,6 +46,8 @@ public final class WAL: Sendable {
 
     let committer: GroupCommitter
     let allocator: SegmentAllocator
+    /// The io_uring backend's staging and write path; nil under the mmap backend.
+    let direct: DirectWriter?
     let metrics: WALMetrics
     private let lock: DirectoryLock
     /// The append lock. A plain pthread mutex rather than `Synchronization.Mutex`: on Linux the
@@ -60,7 +66,8 @@ public final class WAL: Sendable {
     /// for an unbounded time.
     public static let maxBatchCount = 65_536
 
-    private init(directory: String, configuration: Configuration, lock: DirectoryLock, recovered: RecoveredState) {
+    private init(directory: String, configuration: Configuration, lock: DirectoryLock, recovered: RecoveredState,
+                 direct: DirectWriter?) {
         self.directory = directory
         self.configuration = configuration
         self.lock = lock
@@ -68,18 +75,23 @@ public final class WAL: Sendable {
         self.maxRecordSize = configuration.effectiveMaxRecordSize
         let activeInfo = recovered.segments.last
         let offset = recovered.active != nil ? activeInfo!.endOffset : Format.segmentHeaderBlock
-        appendState = ConditionLock(AppendState(active: recovered.active, offset: offset, nextLSN: recovered.nextLSN))
+        // Staging past the recovered end is zero up to the end of its block (see stagedWriter).
+        appendState = ConditionLock(AppendState(active: recovered.active, offset: offset, nextLSN: recovered.nextLSN,
+                                                zeroedTo: DirectWriter.alignUp(UInt64(offset) + 1)))
         catalog = ConditionLock(Catalog(segments: recovered.segments, checkpoint: recovered.checkpointLSN))
-        let start = LogPosition(lsn: recovered.nextLSN - 1, segment: activeInfo?.sequence ?? 0, offset: offset)
+        self.direct = direct
+        let start = LogPosition(lsn: recovered.nextLSN - 1, segment: activeInfo?.sequence ?? 0, offset: offset, stream: UInt64(offset))
         metrics = WALMetrics(directory: directory, factory: configuration.metricsFactory)
         committer = GroupCommitter(start: start, policy: configuration.durability, directory: directory,
                                    logger: configuration.logger, metrics: metrics,
-                                   batchDelay: configuration.maxBatchDelay, maxBatchBytes: configuration.maxBatchBytes)
+                                   batchDelay: configuration.maxBatchDelay, maxBatchBytes: configuration.maxBatchBytes,
+                                   direct: direct)
         allocator = SegmentAllocator(directory: directory, segmentSize: configuration.segmentSize,
                                      spares: configuration.spareSegments, nextSequence: recovered.nextSequence,
                                      ready: recovered.spares, reusable: recovered.reusable,
                                      useIOURing: configuration.useIOURing,
-                                     prefault: configuration.durability != .groupCommit, logger: configuration.logger,
+                                     prefault: configuration.durability != .groupCommit && configuration.backend == .mmap,
+                                     logger: configuration.logger,
                                      metrics: metrics)
     }
 
@@ -101,7 +113,8 @@ public final class WAL: Sendable {
             if !FileSystem.kind(of: path + "/" + CheckpointFile.standbyName).exists {
                 CheckpointFile.prepareStandby(directory: path)
             }
-            let wal = WAL(directory: path, configuration: configuration, lock: lock, recovered: recovered)
+            let direct = try configuration.backend == .uring ? stagedWriter(recovered, configuration: configuration, directory: path) : nil
+            let wal = WAL(directory: path, configuration: configuration, lock: lock, recovered: recovered, direct: direct)
             wal.allocator.start()
             wal.committer.start()
             configuration.logger.info("opened WAL", metadata: [
@@ -113,6 +126,27 @@ public final class WAL: Sendable {
             lock.release()
             throw error
         }
+    }
+
+    /// The io_uring backend's writer, with the active segment placed at stream position 0 and
+    /// the partly filled block its next record lands in loaded into staging, so the first flush
+    /// writes that block back whole.
+    private static func stagedWriter(_ recovered: RecoveredState, configuration: Configuration, directory: String) throws -> DirectWriter {
+        let offset = recovered.active != nil ? recovered.segments.last!.endOffset : Format.segmentHeaderBlock
+        // A segment with no record yet gets its header written with its first record, so its
+        // staging starts at 0 and the first flush writes the header block too.
+        let start = UInt64(recovered.active != nil && offset > Format.segmentHeaderBlock ? offset : 0)
+        let writer = try DirectWriter(directory: directory, capacity: DirectWriter.capacity(maxRecordSize: configuration.effectiveMaxRecordSize),
+                                  start: start, logger: configuration.logger)
+        if let active = recovered.active {
+            try writer.place(active, at: 0)
+            let block = DirectWriter.alignDown(UInt64(offset))
+            let count = min(DirectWriter.block, active.size - Int(block))
+            try writer.ring.load(from: active.file, offset: Int(block), at: block, count: count)
+            // Past the last record the block must be zeros, whatever the file held there.
+            writer.ring.zero(at: UInt64(offset), count: Int(block) + count - offset)
+        }
+        return writer
     }
 
     deinit {
@@ -224,6 +258,8 @@ public final class WAL: Sendable {
             if let failure = committer.failure { throw failure }
             // Segments this batch will need beyond the active one, taken before writing.
             var spares: [Segment] = []
+            // io_uring backend: the descriptors flushes will write the spares through.
+            var spareFiles: [OpenFile] = []
             var probe = state.active == nil ? Int.max : state.offset
             var probeSize = state.active?.size ?? 0
             for index in 0..<count {
@@ -231,6 +267,7 @@ public final class WAL: Sendable {
                 if probe == Int.max || probe + span > probeSize {
                     do {
                         spares.append(try allocator.takeSpare())
+                        if let direct { spareFiles.append(try direct.openFile(for: spares.last!)) }
                     } catch {
                         allocator.giveBack(spares)
                         if (error as? WALError)?.kind == .outOfSpace { metrics.outOfSpaceErrors.increment() }
@@ -246,27 +283,59 @@ public final class WAL: Sendable {
                 let bytes = payload(index)
                 let span = Format.recordSpan(payloadLength: bytes.count)
                 if state.active == nil || state.offset + span > state.active!.size {
-                    switchSegment(&state, to: spares.removeFirst())
+                    let next = spares.removeFirst()
+                    if let direct {
+                        // The next segment starts at an aligned stream position; the padding
+                        // before it is zeros already (see stage).
+                        let base = DirectWriter.alignUp(state.streamBase + UInt64(state.offset))
+                        direct.place(next, file: spareFiles.removeFirst(), at: base)
+                        state.streamBase = base
+                    }
+                    switchSegment(&state, to: next)
                 }
                 let segment = state.active!
                 let lsn = state.nextLSN
+                if let direct {
+                    let end = state.streamBase + UInt64(state.offset + span)
+                    if !direct.hasRoom(upTo: end) {
+                        // Let the flusher take what this batch copied so far, then wait for
+                        // the staged bytes this record would overwrite to reach the disk.
+                        if lsn > first {
+                            committer.noteWritten(LogPosition(lsn: lsn - 1, segment: segment.sequence, offset: state.offset,
+                                                              bytes: state.bytesAppended, stream: state.streamBase + UInt64(state.offset)),
+                                                  in: segment)
+                        }
+                        try direct.waitForRoom(end: end) { committer.requestFlush() }
+                    }
+                }
                 if state.offset == Format.segmentHeaderBlock {
-                    segment.writeHeader(firstLSN: lsn)
+                    if let direct {
+                        direct.stageSegmentHeader(SegmentHeader(sequence: segment.sequence, firstLSN: lsn, segmentSize: UInt64(segment.size),
+                                                                epoch: segment.epoch), at: state.streamBase)
+                        state.zeroedTo = max(state.zeroedTo, state.streamBase + UInt64(Format.segmentHeaderBlock))
+                    } else {
+                        segment.writeHeader(firstLSN: lsn)
+                    }
                     setFirstLSN(lsn, of: segment.sequence)
                 }
                 let crc = RecordHeader.checksum(payloadCRC: count == 1 ? single : crcs[index], length: UInt32(bytes.count),
                                                 lsn: lsn, epoch: segment.epoch)
-                write(RecordHeader(length: UInt32(bytes.count), crc: crc, lsn: lsn, epoch: segment.epoch),
-                      payload: bytes, span: span, into: segment, at: state.offset)
+                let header = RecordHeader(length: UInt32(bytes.count), crc: crc, lsn: lsn, epoch: segment.epoch)
+                if let direct {
+                    stage(header, payload: bytes, span: span, into: direct, state: &state)
+                } else {
+                    write(header, payload: bytes, span: span, into: segment, at: state.offset)
+                }
                 state.offset += span
                 state.nextLSN += 1
                 state.bytesAppended += UInt64(span)
             }
             precondition(spares.isEmpty, "batch layout and segment switches disagree")
-            if state.offset >= state.windowMark { moveWindow(&state) }
+            if direct == nil && state.offset >= state.windowMark { moveWindow(&state) }
             let last = state.nextLSN - 1
             return (first...last, LogPosition(lsn: last, segment: state.active!.sequence, offset: state.offset,
-                                              bytes: state.bytesAppended), state.active!)
+                                              bytes: state.bytesAppended, stream: state.streamBase + UInt64(state.offset)),
+                    state.active!)
         }
         // Outside the append lock, so appenders do not queue behind the committer's lock.
         committer.noteWritten(written.position, in: written.segment)
@@ -288,6 +357,22 @@ public final class WAL: Sendable {
         assert(SegmentScanner(bytes: mapping.bytes, epoch: segment.epoch, maxPayload: Format.largestPayload(segmentSize: segment.size),
                               limit: offset + span).validRecord(at: offset, after: header.lsn - 1) == header,
                "a record failed its own check right after being written")
+    }
+
+    /// Stages a record for the io_uring backend and zeroes the rest of the block it ends in,
+    /// unless that was done already, so a flush of that block never carries stale bytes.
+    private func stage(_ header: RecordHeader, payload: UnsafeRawBufferPointer, span: Int, into direct: DirectWriter,
+                       state: inout AppendState) {
+        precondition(state.offset >= Format.segmentHeaderBlock && state.offset % Format.recordAlignment == 0
+                     && state.offset + span <= state.active!.size, "record placement out of bounds")
+        let position = state.streamBase + UInt64(state.offset)
+        direct.stageRecord(header, payload: payload, span: span, at: position)
+        let end = position + UInt64(span)
+        let blockEnd = DirectWriter.alignUp(end)
+        if blockEnd > state.zeroedTo {
+            direct.ring.zero(at: end, count: Int(blockEnd - end))
+            state.zeroedTo = blockEnd
+        }
     }
 
     /// Seals the active segment (its catalog entry gets its final end) and makes `next` active.

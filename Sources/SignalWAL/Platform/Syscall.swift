@@ -60,6 +60,19 @@ public enum Syscall {
         }
     }
 
+    /// Consults the fault hook for an operation the kernel runs on our behalf through io_uring
+    /// rather than through ``run(_:path:_:)``, so injected faults reach that path too. An
+    /// injected `EINTR` means "go ahead", as a retried call would.
+    static func injectFault(_ operation: SyscallOperation, path: String) throws {
+        guard hookInstalled.load(ordering: .acquiring), let installed = hook.withLock({ $0 }),
+              let fault = installed(operation, path) else { return }
+        switch fault {
+        case .fail(let code):
+            if code == EINTR { return }
+            throw WALError.system(operation, path: path, errno: code)
+        }
+    }
+
     /// Adapts a libc call that returns -1 and sets errno to the shim convention.
     static func errnoResult(_ value: Int32) -> Int {
         value < 0 ? -Int(Glibc.errno) : Int(value)
