@@ -35,7 +35,7 @@ public enum CompareReport {
         lines.append(contentsOf: targets(results).map { "- \($0)" })
         if let big = results.small.filter({ $0.recordSize == 4096 }).max(by: { $0.mbPerSecond < $1.mbPerSecond }),
            let tiny = results.small.filter({ $0.recordSize == 128 }).max(by: { $0.recordsPerSecond < $1.recordsPerSecond }) {
-            lines.append("- P3: 1 appender, \(big.policy): \(number(big.mbPerSecond)) MB/s at 4 KiB (target 1,000: \(big.mbPerSecond >= 1000 ? "met" : "NOT met")); \(tiny.policy): \(number(tiny.recordsPerSecond)) records/s at 128 B (target 3,000,000: \(tiny.recordsPerSecond >= 3_000_000 ? "met" : "NOT met"))")
+            lines.append("- P3: 1 appender, \(big.backend) \(big.policy): \(number(big.mbPerSecond)) MB/s at 4 KiB (target 1,000: \(big.mbPerSecond >= 1000 ? "met" : "NOT met")); \(tiny.backend) \(tiny.policy): \(number(tiny.recordsPerSecond)) records/s at 128 B (target 3,000,000: \(tiny.recordsPerSecond >= 3_000_000 ? "met" : "NOT met"))")
         }
         if let replay = results.replay {
             lines.append("- P4: replay (warm cache, CRC-verified) \(number(replay.mbPerSecond)) MB/s over \(replay.bytes / 1_000_000) MB (target 1,000: \(replay.mbPerSecond >= 1000 ? "met" : "NOT met")); open took \(String(format: "%.0f", replay.openMs)) ms.")
@@ -51,13 +51,20 @@ public enum CompareReport {
     /// The issue's targets, each computed from this run, met or not.
     public static func targets(_ results: CompareBenchmark.Results) -> [String] {
         var out: [String] = []
+        let backends = results.signalwal.reduce(into: [String]()) { if !$0.contains($1.backend) { $0.append($1.backend) } }
+        for backend in backends { out += targets(results, backend: backend) }
+        return out
+    }
+
+    private static func targets(_ results: CompareBenchmark.Results, backend: String) -> [String] {
+        var out: [String] = []
         func durable(_ appenders: Int) -> DurableBenchmark.Result? {
-            results.signalwal.first { $0.policy == "group" && $0.backend == "mmap" && $0.appenders == appenders }
+            results.signalwal.first { $0.policy == "group" && $0.backend == backend && $0.appenders == appenders }
         }
         let rocks64 = results.rocksdb.first { $0.threads == 64 }?.opsPerSecond
         if let d = durable(64), let rocks64 {
             let vsRocks = d.recordsPerSecond / rocks64
-            var text = "P1: 64 durable appenders: \(String(format: "%.2f", vsRocks))x RocksDB at 64 threads (target 5x: \(vsRocks >= 5 ? "met" : "NOT met"))"
+            var text = "P1 (\(backend)): 64 durable appenders: \(String(format: "%.2f", vsRocks))x RocksDB at 64 threads (target 5x: \(vsRocks >= 5 ? "met" : "NOT met"))"
             if let fio = results.fioBatch {
                 let share = d.mbPerSecond / fio.mbPerSecond
                 text += "; \(String(format: "%.0f", share * 100))% of fio's write+fdatasync bandwidth at \(fio.blockSize / 1024) KiB per flush (target 60%: \(share >= 0.6 ? "met" : "NOT met"))"
@@ -66,12 +73,12 @@ public enum CompareReport {
         }
         if let d = durable(1), let fio = results.fioSync4k {
             let ratio = d.p50Us / fio.p50Us
-            out.append("P2: 1 durable appender p50 \(String(format: "%.0f", d.p50Us)) us = \(String(format: "%.2f", ratio))x fio's 4 KiB write+fdatasync p50 \(String(format: "%.0f", fio.p50Us)) us (target at most 1.2x: \(ratio <= 1.2 ? "met" : "NOT met"))")
+            out.append("P2 (\(backend)): 1 durable appender p50 \(String(format: "%.0f", d.p50Us)) us = \(String(format: "%.2f", ratio))x fio's 4 KiB write+fdatasync p50 \(String(format: "%.0f", fio.p50Us)) us (target at most 1.2x: \(ratio <= 1.2 ? "met" : "NOT met"))")
         }
-        let amplifications = results.signalwal.filter { $0.policy == "group" }.compactMap { r in r.writeAmplification.map { (r.appenders, $0) } }
+        let amplifications = results.signalwal.filter { $0.policy == "group" && $0.backend == backend }.compactMap { r in r.writeAmplification.map { (r.appenders, $0) } }
         if !amplifications.isEmpty {
             let worst = amplifications.max { $0.1 < $1.1 }!
-            out.append("P2b: write amplification in durable runs: \(amplifications.map { "\($0.0) appenders \(String(format: "%.2f", $0.1))" }.joined(separator: ", ")) (target at most 1.2 everywhere: \(worst.1 <= 1.2 ? "met" : "NOT met"))")
+            out.append("P2b (\(backend)): write amplification in durable runs: \(amplifications.map { "\($0.0) appenders \(String(format: "%.2f", $0.1))" }.joined(separator: ", ")) (target at most 1.2 everywhere: \(worst.1 <= 1.2 ? "met" : "NOT met"))")
         }
         return out
     }
@@ -82,6 +89,7 @@ public enum CompareReport {
         let width = 640.0, height = 400.0, left = 80.0, bottom = 50.0, top = 30.0, right = 160.0
         let xs = [1, 16, 64]
         var series: [(String, String, [(Int, Double)])] = []
+        series.append(("SignalWAL group (uring)", "#2ca02c", results.signalwal.filter { $0.policy == "group" && $0.backend == "uring" }.map { ($0.appenders, $0.recordsPerSecond) }))
         series.append(("SignalWAL group (mmap)", "#1f77b4", results.signalwal.filter { $0.policy == "group" && $0.backend == "mmap" }.map { ($0.appenders, $0.recordsPerSecond) }))
         series.append(("RocksDB sync=1", "#d62728", results.rocksdb.map { ($0.threads, $0.opsPerSecond) }))
         if let fio = results.fioBatch {

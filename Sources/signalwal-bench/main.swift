@@ -19,7 +19,7 @@ struct Durable: ParsableCommand {
     @Option(name: .customLong("record-size"), help: "Payload bytes per record.") var recordSize: Int = 1024
     @Option(help: "Measured seconds (after a short warm-up).") var seconds: Double = 5
     @Option(help: "group | interval:10ms | none") var policy: String = "group"
-    @Option(help: "mmap | uring") var backend: String = "mmap"
+    @Option(help: "mmap | uring (the library's default)") var backend: String = IOBackend.uring.rawValue
     @Option(help: "WAL directory (removed before and after).") var dir: String = ".wal/bench"
     @Option(name: .customLong("checkpoint-interval-ms"),
             help: "A consumer checkpoints what is durable this often, so segments are recycled as in production; 0 turns it off.")
