@@ -132,7 +132,8 @@ final class RecordCursor {
     /// is gone, which happens when a checkpoint recycled it a moment ago.
     private func open(_ info: SegmentInfo) -> Bool {
         do {
-            segment = try Segment.openForReading(path: info.path, sequence: info.sequence, epoch: info.epoch, size: info.size)
+            segment = try Segment.openForReading(path: info.path, sequence: info.sequence, epoch: info.epoch, size: info.size,
+                                                 readahead: wal.configuration.backend == .uring)
             offset = Format.segmentHeaderBlock
             lastLSN = 0
             return true

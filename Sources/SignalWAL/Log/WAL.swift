@@ -422,7 +422,8 @@ public final class WAL: Sendable {
 
     /// The LSN the next record will get.
     public var nextLSN: LSN { appendState.withLock { $0.nextLSN } }
-    /// The highest LSN on stable storage.
+    /// The highest LSN on stable storage. (Under `.none` with the `.uring` backend, which never
+    /// syncs on its own, the highest LSN written to the file.)
     public var durableLSN: LSN { committer.durable.lsn }
     /// The highest LSN readers may see.
     public var visibleLSN: LSN { committer.visible.lsn }

@@ -212,7 +212,8 @@ struct Recovery {
               size >= Format.minimumSegmentSize else {
             return .failure(QuarantineReason("the header says \(header.segmentSize) bytes but the file is \(size) bytes"))
         }
-        let segment = try Segment.openForReading(path: path, sequence: header.sequence, epoch: header.epoch, size: size)
+        let segment = try Segment.openForReading(path: path, sequence: header.sequence, epoch: header.epoch, size: size,
+                                                 readahead: configuration.backend == .uring)
         var scanner = SegmentScanner(bytes: segment.mapping.bytes, epoch: header.epoch,
                                      maxPayload: Format.largestPayload(segmentSize: size), resynchronize: false)
         var firstLSN = header.firstLSN

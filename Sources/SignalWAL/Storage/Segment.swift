@@ -34,10 +34,10 @@ final class Segment: Sendable {
 
     /// Maps a segment read-only for a reader and closes the descriptor at once: the mapping
     /// keeps the file alive, and readers should not hold descriptors.
-    static func openForReading(path: String, sequence: UInt64, epoch: UInt64, size: Int) throws -> Segment {
+    static func openForReading(path: String, sequence: UInt64, epoch: UInt64, size: Int, readahead: Bool) throws -> Segment {
         let file = try OpenFile.open(path, writable: false)
         defer { file.closeQuietly() }
-        let mapping = try MappedRegion(file: file, length: size, writable: false)
+        let mapping = try MappedRegion(file: file, length: size, writable: false, readahead: readahead)
         return Segment(sequence: sequence, epoch: epoch, path: path, file: file, mapping: mapping)
     }
 
