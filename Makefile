@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: run test sanitize bench deps build clean
+.PHONY: crash-test run test sanitize bench deps build clean
 
 # Installs liburing-dev (io_uring headers and library) when it is missing: with apt-get when
 # running as root, otherwise by printing the exact command to run.
@@ -42,6 +42,12 @@ sanitize: deps
 # writes docs/bench/bench-results.json and docs/bench/bench-results.svg. Installs fio and
 # rocksdb-tools when missing (as root). BENCH_SECONDS=n sets the time per measurement.
 BENCH_SECONDS ?= 5
+# kill -9 loop: COUNT cycles of append-then-SIGKILL-then-verify, alternating the two write
+# backends (issue 4's crash harness; `make test` runs 20).
+COUNT ?= 100
+crash-test: deps
+	SIGNALWAL_CRASH_ITERATIONS=$(COUNT) swift test --filter ProcessTests/testKilledWriterLosesNothingAcknowledged
+
 bench: deps
 	swift build -c release --product signalwal-bench
 	mkdir -p docs/bench
