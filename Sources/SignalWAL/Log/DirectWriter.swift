@@ -125,7 +125,12 @@ final class DirectWriter: Sendable {
 
     /// Whether staging up to stream position `end` would overwrite bytes not yet on disk.
     func hasRoom(upTo end: UInt64) -> Bool {
-        Self.alignUp(end) - Self.alignDown(onDiskMirror.load(ordering: .acquiring)) <= UInt64(ring.capacity)
+        fits(end, onDisk: onDiskMirror.load(ordering: .acquiring))
+    }
+
+    /// Staging up to `end` leaves every block from the one holding `onDisk` untouched.
+    private func fits(_ end: UInt64, onDisk: UInt64) -> Bool {
+        Self.alignUp(end) - Self.alignDown(onDisk) <= UInt64(ring.capacity)
     }
 
     /// Stages a segment header at `base`, the rest of its block zeros.
@@ -154,7 +159,7 @@ final class DirectWriter: Sendable {
     func waitForRoom(end: UInt64, _ requestFlush: () -> WALError?) throws {
         while !hasRoom(upTo: end) {
             if let failure = requestFlush() { throw failure }
-            state.wait(until: { Self.alignUp(end) - Self.alignDown($0.onDisk) <= UInt64(ring.capacity) },
+            state.wait(until: { fits(end, onDisk: $0.onDisk) },
                        timeoutNanoseconds: 1_000_000) { _ in }
         }
     }

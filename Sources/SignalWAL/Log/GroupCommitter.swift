@@ -310,54 +310,14 @@ final class GroupCommitter: Sendable {
                 var pause = timespec(tv_sec: batchDelayNanoseconds / 1_000_000_000, tv_nsec: batchDelayNanoseconds % 1_000_000_000)
                 nanosleep(&pause, nil)
             }
-            if let direct {
-                let job = state.withLock { value -> (target: LogPosition, sync: Bool)? in
-                    value.roomWanted = false
-                    guard value.failure == nil else { return nil }
-                    if value.written.lsn > value.durable.lsn { return (value.written, policy != .none || value.stopping) }
-                    if value.stopping && policy == .none && !value.finalSynced { return (value.written, true) }
-                    return nil
-                }
-                if let job {
-                    flush(job.target, toWake: &toWake) {
-                        try direct.flush(upTo: job.target.stream, sync: job.sync)
-                    }
-                    if job.sync { state.withLock { $0.finalSynced = $0.stopping } }
-                }
-                let done = state.withLock { value -> Bool in
-                    guard value.stopping else { return false }
-                    return value.failure != nil
-                        || (value.written.lsn == value.durable.lsn && (policy != .none || value.finalSynced))
-                }
-                if done { break }
-                continue
-            }
-            let job: (target: LogPosition, sealed: [OpenFile], active: OpenFile?)? = state.withLock { value in
-                value.roomWanted = false
-                guard value.failure == nil, value.written.lsn > value.durable.lsn || value.dirtyActive != nil else { return nil }
-                if policy == .none && !value.stopping {
-                    // Only sealed files; the durable LSN is not claimed to move.
-                    guard !value.dirtySealed.isEmpty else { return nil }
-                    let sealed = value.dirtySealed
-                    value.dirtySealed = []
-                    return (value.durable, sealed, nil)
-                }
-                // The next copy into the active segment lists it again (see noteWritten).
-                let job = (value.written, value.dirtySealed, value.dirtyActive)
-                if !value.dirtySealed.isEmpty { value.dirtySealed = [] }
-                value.dirtyActive = nil
-                return job
-            }
-            if let job {
-                flush(job.target, toWake: &toWake) {
-                    for segment in job.sealed { try segment.dataSync() }
-                    if let active = job.active { try active.dataSync() }
-                }
-            }
+            if let direct { flushStaged(direct, toWake: &toWake) } else { flushMapped(toWake: &toWake) }
             let done = state.withLock { value -> Bool in
                 guard value.stopping else { return false }
-                // Leave only when everything written has been flushed (or flushing failed).
-                return value.failure != nil || (value.written.lsn == value.durable.lsn && value.dirtyActive == nil)
+                // Leave only when everything written has been flushed (or flushing failed), and,
+                // for staged `.none` records, the closing flush has synced them.
+                return value.failure != nil
+                    || (value.written.lsn == value.durable.lsn && value.dirtyActive == nil
+                        && (direct == nil || policy != .none || value.finalSynced))
             }
             if done { break }
         }
@@ -372,6 +332,50 @@ final class GroupCommitter: Sendable {
         let error = failure ?? closedError()
         for waiter in waiters { waiter.continuation.resume(throwing: error) }
         for follower in followers { follower.continuation.resume(returning: false) }
+    }
+
+    /// mmap backend: fdatasync every file written since the last flush (under `.none`, only
+    /// sealed ones, without claiming the durable LSN moved).
+    private func flushMapped(toWake: inout [Int]) {
+        let job: (target: LogPosition, sealed: [OpenFile], active: OpenFile?)? = state.withLock { value in
+            value.roomWanted = false
+            guard value.failure == nil, value.written.lsn > value.durable.lsn || value.dirtyActive != nil else { return nil }
+            if policy == .none && !value.stopping {
+                // Only sealed files; the durable LSN is not claimed to move.
+                guard !value.dirtySealed.isEmpty else { return nil }
+                let sealed = value.dirtySealed
+                value.dirtySealed = []
+                return (value.durable, sealed, nil)
+            }
+            // The next copy into the active segment lists it again (see noteWritten).
+            let job = (value.written, value.dirtySealed, value.dirtyActive)
+            if !value.dirtySealed.isEmpty { value.dirtySealed = [] }
+            value.dirtyActive = nil
+            return job
+        }
+        if let job {
+            flush(job.target, toWake: &toWake) {
+                for segment in job.sealed { try segment.dataSync() }
+                if let active = job.active { try active.dataSync() }
+            }
+        }
+    }
+
+    /// io_uring backend: write the staged bytes and, unless the policy is `.none` (before close),
+    /// sync them.
+    private func flushStaged(_ direct: DirectWriter, toWake: inout [Int]) {
+        let job = state.withLock { value -> (target: LogPosition, sync: Bool)? in
+            value.roomWanted = false
+            guard value.failure == nil else { return nil }
+            if value.written.lsn > value.durable.lsn { return (value.written, policy != .none || value.stopping) }
+            if value.stopping && policy == .none && !value.finalSynced { return (value.written, true) }
+            return nil
+        }
+        guard let job else { return }
+        flush(job.target, toWake: &toWake) {
+            try direct.flush(upTo: job.target.stream, sync: job.sync)
+        }
+        if job.sync { state.withLock { $0.finalSynced = $0.stopping } }
     }
 
     /// Runs `io` (the writes and syncs that make `target` durable), then publishes `target` as

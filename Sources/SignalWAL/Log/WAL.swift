@@ -300,11 +300,7 @@ public final class WAL: Sendable {
                     if !direct.hasRoom(upTo: end) {
                         // Let the flusher take what this batch copied so far, then wait for
                         // the staged bytes this record would overwrite to reach the disk.
-                        if lsn > first {
-                            committer.noteWritten(LogPosition(lsn: lsn - 1, segment: segment.sequence, offset: state.offset,
-                                                              bytes: state.bytesAppended, stream: state.streamBase + UInt64(state.offset)),
-                                                  in: segment)
-                        }
+                        if lsn > first { committer.noteWritten(endPosition(state), in: segment) }
                         try direct.waitForRoom(end: end) { committer.requestFlush() }
                     }
                 }
@@ -332,10 +328,7 @@ public final class WAL: Sendable {
             }
             precondition(spares.isEmpty, "batch layout and segment switches disagree")
             if direct == nil && state.offset >= state.windowMark { moveWindow(&state) }
-            let last = state.nextLSN - 1
-            return (first...last, LogPosition(lsn: last, segment: state.active!.sequence, offset: state.offset,
-                                              bytes: state.bytesAppended, stream: state.streamBase + UInt64(state.offset)),
-                    state.active!)
+            return (first...(state.nextLSN - 1), endPosition(state), state.active!)
         }
         // Outside the append lock, so appenders do not queue behind the committer's lock.
         committer.noteWritten(written.position, in: written.segment)
@@ -357,6 +350,12 @@ public final class WAL: Sendable {
         assert(SegmentScanner(bytes: mapping.bytes, epoch: segment.epoch, maxPayload: Format.largestPayload(segmentSize: segment.size),
                               limit: offset + span).validRecord(at: offset, after: header.lsn - 1) == header,
                "a record failed its own check right after being written")
+    }
+
+    /// Where the log ends after the last record copied, for the committer.
+    private func endPosition(_ state: AppendState) -> LogPosition {
+        LogPosition(lsn: state.nextLSN - 1, segment: state.active!.sequence, offset: state.offset,
+                    bytes: state.bytesAppended, stream: state.streamBase + UInt64(state.offset))
     }
 
     /// Stages a record for the io_uring backend and zeroes the rest of the block it ends in,
