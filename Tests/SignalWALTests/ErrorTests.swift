@@ -83,20 +83,68 @@ final class ErrorTests: XCTestCase {
     }
 
     func testEINTROnEveryCallIsRetried() throws {
-        let directory = makeTemporaryDirectory(self)
-        let interrupted = Counter()
-        Syscall.setFaultHook { _, _ in
-            // Interrupt every other call: each must be retried transparently.
-            interrupted.increment() % 2 == 0 ? .fail(errno: EINTR) : nil
+        for backend in IOBackend.allCases {
+            let directory = makeTemporaryDirectory(self)
+            // Every call's first attempt is interrupted (per thread, so concurrent threads do not
+            // steal each other's turn); each must be retried transparently.
+            let interrupted = PerThreadToggle()
+            Syscall.setFaultHook { _, _ in interrupted.flip() ? .fail(errno: EINTR) : nil }
+            let wal = try WAL.open(directory: directory, configuration: testConfiguration(backend: backend))
+            let payload = [UInt8](repeating: 7, count: 100_000)
+            for index in 0..<50 { try wal.append(index % 10 == 0 ? payload : testPayload(index, length: 100)) }
+            try wal.checkpoint(upTo: 10)
+            try wal.close()
+            Syscall.setFaultHook(nil)
+            XCTAssertGreaterThan(interrupted.flips, 100, "\(backend)")
+            let reopened = try WAL.open(directory: directory, configuration: testConfiguration(backend: backend))
+            XCTAssertEqual(readAll(reopened, from: 11).count, 40, "\(backend)")
+            try reopened.close()
         }
-        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
-        for index in 0..<50 { try wal.append(testPayload(index, length: 100)) }
-        try wal.checkpoint(upTo: 10)
+    }
+
+    func testShortReadsAndWritesAreContinued() throws {
+        for backend in IOBackend.allCases {
+            let directory = makeTemporaryDirectory(self)
+            // Every read and write moves at most one to four 512-byte blocks: block multiples,
+            // as the kernel returns them for direct I/O.
+            Syscall.setFaultHook { operation, _ in
+                operation == .pwrite || operation == .pread ? .short(bytes: 512 * Int.random(in: 1...4)) : nil
+            }
+            let wal = try WAL.open(directory: directory, configuration: testConfiguration(backend: backend))
+            var expected: [[UInt8]] = []
+            for index in 0..<400 {
+                let payload = testPayload(index, length: index % 7 == 0 ? 40_000 : 1 + index * 13 % 3000)
+                try wal.append(payload)
+                expected.append(payload)
+            }
+            try wal.checkpoint(upTo: 100)
+            try wal.close()
+            let reopened = try WAL.open(directory: directory, configuration: testConfiguration(backend: backend))
+            Syscall.setFaultHook(nil)
+            XCTAssertEqual(reopened.checkpointLSN, 100)
+            XCTAssertEqual(readAll(reopened, from: 101).map(\.payload), Array(expected[100...]), "\(backend)")
+            XCTAssertTrue(reopened.recoveryReport.isClean, "\(reopened.recoveryReport)")
+            try reopened.close()
+        }
+    }
+
+    func testIOURingSubmissionFailingWithENOMEMFallsBackToPlainWrites() throws {
+        let directory = makeTemporaryDirectory(self)
+        let failures = Counter()
+        // The probe at start-up succeeds; every later submission fails as under memory pressure.
+        Syscall.setFaultHook { operation, _ in
+            operation == .uringSubmit && failures.increment() > 1 ? .fail(errno: ENOMEM) : nil
+        }
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration(spares: 1))
+        let payload = [UInt8](repeating: 9, count: 200_000)
+        for _ in 0..<20 { try wal.append(payload) } // four segments' worth: several preparations
         try wal.close()
         Syscall.setFaultHook(nil)
-        XCTAssertGreaterThan(interrupted.value, 50)
+        XCTAssertGreaterThan(failures.value, 1, "the allocator submitted through io_uring and was refused")
         let reopened = try WAL.open(directory: directory, configuration: testConfiguration())
-        XCTAssertEqual(readAll(reopened, from: 11).count, 40)
+        XCTAssertEqual(readAll(reopened).map(\.payload), Array(repeating: payload, count: 20))
+        XCTAssertEqual(reopened.recoveryReport.damage, [])
+        XCTAssertEqual(reopened.recoveryReport.quarantinedSegments, [])
         try reopened.close()
     }
 
@@ -143,17 +191,22 @@ final class ErrorTests: XCTestCase {
     }
 
     func testOutOfSpaceWhilePreparingASegmentIsTypedAndRetryable() throws {
+        for code in [ENOSPC, EDQUOT] { try outOfSpaceWhilePreparing(errno: code) }
+    }
+
+    private func outOfSpaceWhilePreparing(errno code: Int32) throws {
         let directory = makeTemporaryDirectory(self)
         let wal = try WAL.open(directory: directory, configuration: testConfiguration(spares: 1))
         defer { try? wal.close() }
         let payload = [UInt8](repeating: 5, count: 200_000)
         try wal.append(payload)
-        Syscall.setFaultHook { operation, _ in operation == .fallocate ? .fail(errno: ENOSPC) : nil }
+        Syscall.setFaultHook { operation, _ in operation == .fallocate ? .fail(errno: code) : nil }
         var failure: WALError?
         for _ in 0..<20 {
             do { try wal.append(payload) } catch { failure = error as? WALError; break }
         }
         XCTAssertEqual(failure?.kind, .outOfSpace)
+        XCTAssertEqual(failure?.errno, code)
         XCTAssertEqual(failure?.isRetryable, true)
         Syscall.setFaultHook(nil)
         XCTAssertNoThrow(try wal.append(payload), "appends resume once space is back")
@@ -166,4 +219,22 @@ final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     func increment() -> Int { lock.lock(); defer { lock.unlock() }; count += 1; return count }
     var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+}
+
+/// Answers true and false alternately, separately for each thread: "interrupt this thread's next
+/// call, then let its retry through".
+final class PerThreadToggle: @unchecked Sendable {
+    // @unchecked: every access holds the lock.
+    private var next: [pthread_t: Bool] = [:]
+    private var count = 0
+    private let lock = NSLock()
+    func flip() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        let me = pthread_self()
+        let value = next[me] ?? true
+        next[me] = !value
+        if value { count += 1 }
+        return value
+    }
+    var flips: Int { lock.lock(); defer { lock.unlock() }; return count }
 }

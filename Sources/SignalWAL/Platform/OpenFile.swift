@@ -58,8 +58,8 @@ final class OpenFile: Sendable {
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws -> Int {
         var done = 0
         while done < buffer.count {
-            let n = try Syscall.run(.pread, path: path) {
-                sw_pread(fd, buffer.baseAddress! + done, buffer.count - done, Int64(offset + done))
+            let n = try Syscall.transfer(.pread, path: path, count: buffer.count - done) { ask in
+                sw_pread(fd, buffer.baseAddress! + done, ask, Int64(offset + done))
             }
             if n == 0 { break }
             done += n
@@ -71,8 +71,8 @@ final class OpenFile: Sendable {
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
         var done = 0
         while done < bytes.count {
-            let n = try Syscall.run(.pwrite, path: path) {
-                sw_pwrite(fd, bytes.baseAddress! + done, bytes.count - done, Int64(offset + done))
+            let n = try Syscall.transfer(.pwrite, path: path, count: bytes.count - done) { ask in
+                sw_pwrite(fd, bytes.baseAddress! + done, ask, Int64(offset + done))
             }
             if n == 0 {
                 throw WALError.system(.pwrite, path: path, errno: EIO)

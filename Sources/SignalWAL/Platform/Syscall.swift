@@ -14,6 +14,9 @@ public enum SyscallOperation: String, Sendable, CaseIterable {
 public enum InjectedFault: Sendable, Equatable {
     /// Fail the call with this errno without making it. `EINTR` is retried like a real one.
     case fail(errno: Int32)
+    /// Make a read or write transfer at most this many bytes (at least one), as the kernel may
+    /// on a signal or a nearly full device. Other calls run normally.
+    case short(bytes: Int)
 }
 
 /// The single funnel every system call goes through.
@@ -42,7 +45,15 @@ public enum Syscall {
     /// retrying `EINTR`, and returns its non-negative result.
     @discardableResult
     static func run(_ operation: SyscallOperation, path: String, _ body: () -> Int) throws -> Int {
+        try transfer(operation, path: path, count: 0) { _ in body() }
+    }
+
+    /// ``run(_:path:_:)`` for a read or a write of `count` bytes: `body` is given the number of
+    /// bytes to ask for, which an injected ``InjectedFault/short(bytes:)`` lowers. Callers loop
+    /// until everything is transferred, as they must for real short transfers.
+    static func transfer(_ operation: SyscallOperation, path: String, count: Int, _ body: (Int) -> Int) throws -> Int {
         while true {
+            var ask = count
             if hookInstalled.load(ordering: .acquiring),
                let installed = hook.withLock({ $0 }),
                let fault = installed(operation, path) {
@@ -50,9 +61,11 @@ public enum Syscall {
                 case .fail(let code):
                     if code == EINTR { continue }
                     throw WALError.system(operation, path: path, errno: code)
+                case .short(let bytes):
+                    ask = min(count, max(bytes, 1))
                 }
             }
-            let result = body()
+            let result = body(ask)
             if result >= 0 { return result }
             let code = Int32(-result)
             if code == EINTR { continue }
@@ -70,6 +83,8 @@ public enum Syscall {
         case .fail(let code):
             if code == EINTR { return }
             throw WALError.system(operation, path: path, errno: code)
+        case .short:
+            return
         }
     }
 

@@ -165,7 +165,7 @@ final class SegmentAllocator: Sendable {
             case .recycle(let path, let sequence):
                 finish(Result { try recycle(path, as: sequence) }, sequence: sequence, recycled: true)
             case .allocate(let sequence):
-                finish(Result { try allocate(sequence, uring: uring) }, sequence: sequence, recycled: false)
+                finish(Result { try allocate(sequence, uring: &uring) }, sequence: sequence, recycled: false)
             }
         }
     }
@@ -203,14 +203,14 @@ final class SegmentAllocator: Sendable {
 
     /// Creates `segment-<sequence>.wal`: a temporary file, allocated, zero-filled, headed,
     /// flushed, then renamed into place with the directory fsynced.
-    func allocate(_ sequence: UInt64, uring: IOURing?) throws -> Segment {
+    func allocate(_ sequence: UInt64, uring: inout IOURing?) throws -> Segment {
         let path = directory + "/" + Format.segmentFileName(sequence)
         let temporary = path + Format.temporarySuffix
         let file = try OpenFile.open(temporary, writable: true, create: true)
         do {
             try file.truncate(to: 0)
             try file.allocate(offset: 0, length: segmentSize)
-            try zeroFill(file, uring: uring)
+            try zeroFill(file, uring: &uring)
             let header = SegmentHeader(sequence: sequence, firstLSN: 0, segmentSize: UInt64(segmentSize), epoch: newEpoch())
             try file.write(header.encoded(), at: 0)
             try file.dataSync()
@@ -226,32 +226,42 @@ final class SegmentAllocator: Sendable {
     }
 
     /// Writes zeros over the whole file in 4 KiB units: through io_uring in batches when a ring
-    /// is available, else with pwrite.
-    private func zeroFill(_ file: OpenFile, uring: IOURing?) throws {
+    /// is available, else with pwrite. When the ring itself fails (ENOMEM or EAGAIN from
+    /// submission under memory pressure, for example) the ring is dropped for good and the rest
+    /// is written with pwrite: a ring whose submission failed may still hold queued entries,
+    /// and preparing segments must not depend on it.
+    private func zeroFill(_ file: OpenFile, uring: inout IOURing?) throws {
         let page = 4096
         let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: page, alignment: page)
         defer { zeros.deallocate() }
         zeros.initializeMemory(as: UInt8.self, repeating: 0)
         let pages = segmentSize / page
-        if let uring {
-            var next = 0
-            while next < pages {
-                let batch = min(uring.entries, pages - next)
-                for index in 0..<batch {
-                    let queued = uring.prepareWrite(fd: file.fd, UnsafeRawBufferPointer(zeros), offset: (next + index) * page,
-                                                    tag: UInt64(next + index), link: false)
-                    precondition(queued, "io_uring submission queue smaller than its batch")
+        var next = 0
+        if let ring = uring {
+            do {
+                while next < pages {
+                    let batch = min(ring.entries, pages - next)
+                    for index in 0..<batch {
+                        let queued = ring.prepareWrite(fd: file.fd, UnsafeRawBufferPointer(zeros), offset: (next + index) * page,
+                                                       tag: UInt64(next + index), link: false)
+                        precondition(queued, "io_uring submission queue smaller than its batch")
+                    }
+                    let completions = try ring.submitAndReap(count: batch, path: file.path)
+                    for completion in completions where completion.result != Int32(page) {
+                        let code = completion.result < 0 ? -completion.result : EIO
+                        throw WALError.system(.pwrite, path: file.path, errno: code)
+                    }
+                    next += batch
                 }
-                for completion in try uring.submitAndReap(count: batch, path: file.path) where completion.result != Int32(page) {
-                    let code = completion.result < 0 ? -completion.result : EIO
-                    throw WALError.system(.pwrite, path: file.path, errno: code)
-                }
-                next += batch
+            } catch let error as WALError where error.operation.hasPrefix("uring") {
+                logger.warning("io_uring failed while preparing a segment; preparing segments with plain system calls from now on",
+                               metadata: ["file": "\(file.path)", "reason": "\(error)"])
+                uring = nil
             }
-        } else {
-            for index in 0..<pages {
-                try file.write(UnsafeRawBufferPointer(zeros), at: index * page)
-            }
+        }
+        // Pages the ring did not confirm are (re)written here; rewriting zeros is harmless.
+        for index in next..<pages {
+            try file.write(UnsafeRawBufferPointer(zeros), at: index * page)
         }
     }
 
@@ -264,7 +274,8 @@ final class SegmentAllocator: Sendable {
             file.closeQuietly()
             try FileSystem.remove(oldPath)
             try FileSystem.syncDirectory(directory)
-            return try allocate(sequence, uring: nil)
+            var noRing: IOURing? = nil
+            return try allocate(sequence, uring: &noRing)
         }
         let path = directory + "/" + Format.segmentFileName(sequence)
         do {
