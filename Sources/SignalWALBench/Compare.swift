@@ -63,7 +63,7 @@ public struct CompareBenchmark {
                 for appenders in appenderCounts {
                     log("SignalWAL \(backend) \(policy) \(appenders) appenders...")
                     var benchmark = DurableBenchmark(appenders: appenders, recordSize: 1024, seconds: seconds,
-                                                     policy: parsePolicy(policy)!, backend: backend,
+                                                     policy: DurabilityPolicy(argument: policy)!, backend: backend,
                                                      directory: directory + "/signalwal")
                     benchmark.checkpointIntervalMs = 50
                     signalwal.append(try benchmark.run())
@@ -91,7 +91,7 @@ public struct CompareBenchmark {
             for (policy, size) in [("none", 4096), ("interval:10ms", 4096), ("none", 128), ("interval:10ms", 128)] {
                 log("SignalWAL \(backend) \(policy), 1 appender, \(size) B records...")
                 var benchmark = DurableBenchmark(appenders: 1, recordSize: size, seconds: seconds,
-                                                 policy: parsePolicy(policy)!, backend: backend, directory: directory + "/signalwal")
+                                                 policy: DurabilityPolicy(argument: policy)!, backend: backend, directory: directory + "/signalwal")
                 benchmark.checkpointIntervalMs = 50
                 small.append(try benchmark.run())
             }

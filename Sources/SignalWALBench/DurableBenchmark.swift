@@ -7,30 +7,6 @@ import SignalWAL
 import SignalWALWorkload
 import Synchronization
 
-/// Parses the `--policy` spelling: `group`, `interval:10ms` (also `us`, `s`), `none`.
-public func parsePolicy(_ text: String) -> DurabilityPolicy? {
-    if text == "group" || text == "groupCommit" { return .groupCommit }
-    if text == "none" { return DurabilityPolicy.none }
-    guard text.hasPrefix("interval:") else { return nil }
-    let value = text.dropFirst("interval:".count)
-    for (suffix, scale) in [("ms", 1_000_000), ("us", 1_000), ("s", 1_000_000_000)] where value.hasSuffix(suffix) {
-        guard let number = Int(value.dropLast(suffix.count)), number > 0 else { return nil }
-        return .interval(.nanoseconds(number * scale))
-    }
-    return nil
-}
-
-public func describe(_ policy: DurabilityPolicy) -> String {
-    switch policy {
-    case .groupCommit: return "group"
-    case .none: return "none"
-    case .interval(let interval):
-        let parts = interval.components
-        let ms = Int(parts.seconds) * 1000 + Int(parts.attoseconds / 1_000_000_000_000_000)
-        return "interval:\(ms)ms"
-    }
-}
-
 /// `signalwal-bench durable`: N appender threads append fixed-size records for S seconds, each
 /// timing its own appends (which return once durable under the policy).
 public struct DurableBenchmark: Sendable {
@@ -177,7 +153,7 @@ public struct DurableBenchmark: Sendable {
             amplification = Double(diskAfter - diskBefore) / Double(appended)
         }
         let rate = Double(records) / elapsed
-        return Result(checkpointIntervalMs: checkpointIntervalMs, appenders: appenders, recordSize: recordSize, policy: describe(policy), backend: backend,
+        return Result(checkpointIntervalMs: checkpointIntervalMs, appenders: appenders, recordSize: recordSize, policy: policy.argument, backend: backend,
                       seconds: elapsed, records: records, recordsPerSecond: rate,
                       mbPerSecond: rate * Double(recordSize) / 1e6,
                       p50Us: Double(percentile(samples, 0.5)) / 1000, p99Us: Double(percentile(samples, 0.99)) / 1000,

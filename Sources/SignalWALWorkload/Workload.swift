@@ -45,47 +45,96 @@ public enum Workload {
         return z ^ (z >> 31)
     }
 
-    /// One acknowledged record as the child prints it: `ack <lsn> <thread> <index>`.
+    /// One acknowledged record as the child prints it: `ack <lsn> <thread> <index> <at>`, where
+    /// `at` is CLOCK_MONOTONIC in nanoseconds when the append returned (the same clock in every
+    /// process, so a parent can compare it with the moment it cut the power).
     public struct Ack: Sendable, Equatable {
         public var lsn: LSN
         public var thread: UInt32
         public var index: UInt32
+        public var at: UInt64
 
-        public init(lsn: LSN, thread: UInt32, index: UInt32) {
+        public init(lsn: LSN, thread: UInt32, index: UInt32, at: UInt64) {
             self.lsn = lsn
             self.thread = thread
             self.index = index
+            self.at = at
         }
 
         public init?(line: Substring) {
             let parts = line.split(separator: " ")
-            guard parts.count == 4, parts[0] == "ack", let lsn = LSN(parts[1]), let thread = UInt32(parts[2]),
-                  let index = UInt32(parts[3]) else { return nil }
-            self.init(lsn: lsn, thread: thread, index: index)
+            guard parts.count == 5, parts[0] == "ack", let lsn = LSN(parts[1]), let thread = UInt32(parts[2]),
+                  let index = UInt32(parts[3]), let at = UInt64(parts[4]) else { return nil }
+            self.init(lsn: lsn, thread: thread, index: index, at: at)
         }
+    }
+
+    /// A completed checkpoint as the child prints it: `checkpoint <lsn> <at>`.
+    public struct CheckpointAck: Sendable, Equatable {
+        public var lsn: LSN
+        public var at: UInt64
+
+        public init?(line: Substring) {
+            let parts = line.split(separator: " ")
+            guard parts.count == 3, parts[0] == "checkpoint", let lsn = LSN(parts[1]), let at = UInt64(parts[2]) else { return nil }
+            self.lsn = lsn
+            self.at = at
+        }
+    }
+
+    /// CLOCK_MONOTONIC in nanoseconds.
+    public static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    /// Writes one line with a single write(2), so a kill never leaves half a line that claims
+    /// an acknowledgement.
+    public static func emit(_ line: String, to fd: Int32 = 1) {
+        _ = line.withCString { write(fd, $0, strlen($0)) }
     }
 
     /// Appends from `threads` threads until killed (or until `limit` records per thread), writing
     /// one `ack` line to standard output after each append returns, that is, after the record is
-    /// durable under the policy. Lines are written with single write(2) calls so a kill never
-    /// leaves half a line that claims an acknowledgement.
-    public static func appendUntilKilled(wal: WAL, seed: UInt64, threads: Int, limit: Int = .max) {
-        onThreads(threads) { thread in
+    /// durable under the policy. With `checkpointEvery`, one more thread checkpoints everything
+    /// visible at that period, as a consumer would, and prints a `checkpoint` line after each.
+    public static func appendUntilKilled(wal: WAL, seed: UInt64, threads: Int, limit: Int = .max,
+                                         checkpointEvery: Duration? = nil) {
+        onThreads(threads + (checkpointEvery == nil ? 0 : 1)) { thread in
+            if thread == threads, let period = checkpointEvery {
+                checkpointUntilKilled(wal: wal, every: period)
+                return
+            }
             let thread = UInt32(thread)
             var index: UInt32 = 0
             while Int(index) < limit {
                 let bytes = Workload.payload(seed: seed, thread: thread, index: index)
                 do {
                     let lsn = try wal.append(bytes)
-                    let line = "ack \(lsn) \(thread) \(index)\n"
-                    _ = line.withCString { write(1, $0, strlen($0)) }
+                    emit("ack \(lsn) \(thread) \(index) \(monotonicNanoseconds())\n")
                 } catch {
-                    let line = "error \(thread) \(index) \(error)\n"
-                    _ = line.withCString { write(2, $0, strlen($0)) }
+                    emit("error \(thread) \(index) \(error)\n", to: 2)
                     usleep(1000)
                     continue
                 }
                 index += 1
+            }
+        }
+    }
+
+    private static func checkpointUntilKilled(wal: WAL, every period: Duration) {
+        let parts = period.components
+        let micros = UInt32(parts.seconds) * 1_000_000 + UInt32(parts.attoseconds / 1_000_000_000_000)
+        while true {
+            usleep(micros)
+            let lsn = wal.visibleLSN
+            guard lsn > wal.checkpointLSN else { continue }
+            do {
+                try wal.checkpoint(upTo: lsn)
+                emit("checkpoint \(lsn) \(monotonicNanoseconds())\n")
+            } catch {
+                emit("error checkpoint \(lsn) \(error)\n", to: 2)
             }
         }
     }

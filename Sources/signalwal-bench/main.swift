@@ -30,12 +30,12 @@ struct Durable: ParsableCommand {
         guard appenders >= 1, appenders <= 1024 else { throw ValidationError("--appenders must be 1 to 1024") }
         guard recordSize >= 0, recordSize <= 16 << 20 else { throw ValidationError("--record-size must be 0 to 16 MiB") }
         guard seconds > 0, seconds <= 3600 else { throw ValidationError("--seconds must be above 0 and at most 3600") }
-        guard parsePolicy(policy) != nil else { throw ValidationError("--policy must be group, interval:<n>ms or none") }
+        guard DurabilityPolicy(argument: policy) != nil else { throw ValidationError("--policy must be group, interval:<n>ms or none") }
     }
 
     func run() throws {
         var benchmark = DurableBenchmark(appenders: appenders, recordSize: recordSize, seconds: seconds,
-                                         policy: parsePolicy(policy)!, backend: backend, directory: dir)
+                                         policy: DurabilityPolicy(argument: policy)!, backend: backend, directory: dir)
         benchmark.checkpointIntervalMs = checkpointIntervalMs
         let result = try benchmark.run()
         if json {

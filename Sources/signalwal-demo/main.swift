@@ -1,14 +1,19 @@
 // `make run`: a demo of SignalWAL on embedded defaults, and the child process the tests kill.
 //
 //   signalwal-demo                          the demo, under .wal/demo
-//   signalwal-demo child DIR SEED THREADS [BACKEND]
-//                                           append until killed, printing "ack LSN THREAD INDEX"
+//   signalwal-demo child DIR SEED THREADS [backend=mmap|uring] [policy=group|interval:10ms|none]
+//                  [checkpoint-ms=N] [pause=OP:SUFFIX:NTH]
+//                                           append until killed, printing "ack LSN THREAD INDEX AT"
+//                                           (and "checkpoint LSN AT" every N ms); with pause=, the
+//                                           NTH system call OP on a path ending in SUFFIX first
+//                                           prints "pause OP PATH AT" and waits 2 s (for a cut)
 //   signalwal-demo open-as UID DIR          drop to UID, try WAL.open(DIR), print the outcome
 #if canImport(Glibc)
 import Glibc
 #endif
 import SignalWAL
 import SignalWALWorkload
+import Synchronization
 
 let arguments = CommandLine.arguments
 
@@ -26,15 +31,37 @@ func smallSegments() -> Configuration {
 
 switch arguments.dropFirst().first {
 case "child":
-    guard arguments.count == 5 || arguments.count == 6, let seed = UInt64(arguments[3]), let threads = Int(arguments[4]),
-          let backend = arguments.count == 6 ? IOBackend(rawValue: arguments[5]) : .uring else {
-        fail("usage: signalwal-demo child DIR SEED THREADS [mmap|uring]")
+    guard arguments.count >= 5, let seed = UInt64(arguments[3]), let threads = Int(arguments[4]) else {
+        fail("usage: signalwal-demo child DIR SEED THREADS [backend=mmap|uring] [policy=group|interval:10ms|none] [checkpoint-ms=N] [pause=OP:SUFFIX:NTH]")
+    }
+    var configuration = smallSegments()
+    var checkpointEvery: Duration?
+    for option in arguments.dropFirst(5) {
+        let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { fail("child option \(option) is not key=value") }
+        switch parts[0] {
+        case "backend":
+            guard let backend = IOBackend(rawValue: parts[1]) else { fail("backend must be mmap or uring") }
+            configuration.backend = backend
+        case "policy":
+            guard let policy = DurabilityPolicy(argument: parts[1]) else { fail("policy must be group, interval:<n>ms or none") }
+            configuration.durability = policy
+        case "checkpoint-ms":
+            guard let ms = Int(parts[1]), ms > 0 else { fail("checkpoint-ms must be a positive number") }
+            checkpointEvery = .milliseconds(ms)
+        case "pause":
+            let pause = parts[1].split(separator: ":").map(String.init)
+            guard pause.count == 3, let operation = SyscallOperation(rawValue: pause[0]), let nth = Int(pause[2]) else {
+                fail("pause must be OP:SUFFIX:NTH with OP one of \(SyscallOperation.allCases.map(\.rawValue))")
+            }
+            pauseBeforeCall(operation, pathSuffix: pause[1], nth: nth)
+        default:
+            fail("unknown child option \(parts[0])")
+        }
     }
     do {
-        var configuration = smallSegments()
-        configuration.backend = backend
         let wal = try WAL.open(directory: arguments[2], configuration: configuration)
-        Workload.appendUntilKilled(wal: wal, seed: seed, threads: threads)
+        Workload.appendUntilKilled(wal: wal, seed: seed, threads: threads, checkpointEvery: checkpointEvery)
     } catch {
         fail("\(error)")
     }
@@ -127,4 +154,18 @@ func monotonicMilliseconds() -> Int {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     return Int(now.tv_sec) * 1000 + Int(now.tv_nsec) / 1_000_000
+}
+
+/// Makes the `nth` call of `operation` on a path ending in `pathSuffix` announce itself and wait
+/// before it runs, so a parent can cut the power at exactly that step (segment preparation,
+/// reuse, a checkpoint write). The call then proceeds: after a cut it fails, as it would.
+func pauseBeforeCall(_ operation: SyscallOperation, pathSuffix: String, nth: Int) {
+    let seen = Atomic<Int>(0)
+    Syscall.setFaultHook { called, path in
+        guard called == operation, path.hasSuffix(pathSuffix),
+              seen.add(1, ordering: .relaxed).newValue == nth else { return nil }
+        Workload.emit("pause \(called.rawValue) \(path) \(Workload.monotonicNanoseconds())\n")
+        usleep(2_000_000)
+        return nil
+    }
 }

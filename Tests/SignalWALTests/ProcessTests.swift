@@ -8,63 +8,34 @@ import SignalWALWorkload
 
 /// Tests that need another process: crashes, a second owner, another user.
 final class ProcessTests: XCTestCase {
+    /// The kill -9 loop: each policy with each backend, reopened with the other backend (both
+    /// write the same format), a checkpointing consumer in half the cycles. `make crash-test
+    /// COUNT=n` runs it alone; `make test` runs 100 cycles.
     func testKilledWriterLosesNothingAcknowledged() throws {
-        let iterations = Int(ProcessInfo.processInfo.environment["SIGNALWAL_CRASH_ITERATIONS"] ?? "") ?? 20
+        let iterations = Int(ProcessInfo.processInfo.environment["SIGNALWAL_CRASH_ITERATIONS"] ?? "") ?? 100
         let directory = makeTemporaryDirectory(self)
         try FileSystem.createDirectories(directory)
-        var totalAcks = 0
-        var reopenMilliseconds: [Double] = []
+        var checks: [CrashCheck] = []
         for iteration in 0..<iterations {
             let seed = UInt64.random(in: 1 ... .max)
-            let ackFile = directory + "-acks-\(iteration)"
-            defer { try? FileManager.default.removeItem(atPath: ackFile) }
-            XCTAssertTrue(FileManager.default.createFile(atPath: ackFile, contents: nil))
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: demoExecutable)
-            // Alternate the backends, and reopen with the other one: both write the same format.
-            let backend: IOBackend = iteration % 2 == 0 ? .uring : .mmap
+            let (policy, backend) = crashMatrix[iteration % crashMatrix.count]
             let reopenBackend: IOBackend = backend == .uring ? .mmap : .uring
-            process.arguments = ["child", directory, String(seed), "4", backend.rawValue]
-            process.standardOutput = try Foundation.FileHandle(forWritingTo: URL(fileURLWithPath: ackFile))
-            process.standardError = Foundation.FileHandle.nullDevice
-            try process.run()
-            // Let it get going, then kill it at a random moment.
-            let deadline = Date().addingTimeInterval(10)
-            while ((try? FileManager.default.attributesOfItem(atPath: ackFile)[.size] as? Int) ?? 0) == 0 && Date() < deadline {
-                usleep(5000)
-            }
+            var options = ["backend=\(backend.rawValue)", "policy=\(policy.argument)"]
+            if iteration / crashMatrix.count % 2 == 1 { options.append("checkpoint-ms=20") }
+            let context = "kill \(iteration) (\(options.joined(separator: " ")))"
+            let child = try AppendingChild(directory: directory, seed: seed, threads: 4, options: options)
+            XCTAssertNotNil(child.waitForLine(startingWith: "ack", timeout: .seconds(10)), "\(context): the child acknowledged nothing")
             usleep(UInt32.random(in: 10_000...300_000))
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            XCTAssertEqual(process.terminationReason, .uncaughtSignal)
-
-            let text = try String(contentsOfFile: ackFile, encoding: .utf8)
-            let acks = text.split(separator: "\n").compactMap(Workload.Ack.init(line:))
-            XCTAssertFalse(acks.isEmpty, "iteration \(iteration): the child acknowledged nothing")
-            totalAcks += acks.count
-
-            let started = ContinuousClock.now
-            let wal = try WAL.open(directory: directory, configuration: testConfiguration(backend: reopenBackend))
-            let elapsed = ContinuousClock.now - started
-            reopenMilliseconds.append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
-            var byLSN: [LSN: [UInt8]] = [:]
-            var previous = wal.checkpointLSN
-            for record in wal.records(from: wal.checkpointLSN + 1) {
-                XCTAssertGreaterThan(record.lsn, previous, "LSNs strictly increase")
-                previous = record.lsn
-                XCTAssertNotNil(Workload.identify(record.payload, seed: seed), "record \(record.lsn) was never appended")
-                byLSN[record.lsn] = record.payload
-            }
-            for ack in acks {
-                XCTAssertEqual(byLSN[ack.lsn], Workload.payload(seed: seed, thread: ack.thread, index: ack.index),
-                               "iteration \(iteration) (\(backend)): acknowledged record \(ack.lsn) is missing or different")
-            }
-            XCTAssertEqual(wal.recoveryReport.recordsLost, 0, "a kill loses no durable record: \(wal.recoveryReport.damage)")
-            try wal.checkpoint(upTo: wal.visibleLSN)
-            try wal.close()
+            let stoppedAt = Workload.monotonicNanoseconds()
+            child.kill()
+            XCTAssertEqual(child.process.terminationReason, .uncaughtSignal, context)
+            checks.append(try CrashVerifier.verify(directory: directory, seed: seed, child: child, policy: policy, backend: backend,
+                                                   reopenBackend: reopenBackend, powerCut: false, stoppedAt: stoppedAt, context: context))
         }
-        let sorted = reopenMilliseconds.sorted()
-        print("crash test: \(iterations) kills, \(totalAcks) acknowledged records checked, reopen p50 \(sorted[sorted.count / 2]) ms, max \(sorted.last!) ms")
+        let acknowledged = checks.reduce(0) { $0 + $1.acknowledged }
+        let promised = checks.reduce(0) { $0 + $1.promised }
+        let unpromised = checks.reduce(0) { $0 + $1.lostUnpromised }
+        print("crash test: \(iterations) kills over \(crashMatrix.count) policy/backend pairs, \(acknowledged) acknowledged records, \(promised) promised and all present, \(unpromised) unpromised ones lost (interval/none on uring: still staged); reopen \(summary(checks.map(\.reopenMs)))")
     }
 
     func testSecondProcessIsRefusedWithTheHoldersPID() throws {

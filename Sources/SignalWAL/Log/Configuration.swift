@@ -18,6 +18,38 @@ public enum DurabilityPolicy: Sendable, Equatable {
     case none
 }
 
+extension DurabilityPolicy {
+    /// Parses the spelling command lines use: `group`, `interval:<n>ms` (also `us` and `s`),
+    /// `none`. Returns nil for anything else, including a zero interval.
+    public init?(argument text: String) {
+        switch text {
+        case "group", "groupCommit": self = .groupCommit
+        case "none": self = .none
+        default:
+            guard text.hasPrefix("interval:") else { return nil }
+            let value = text.dropFirst("interval:".count)
+            for (suffix, scale) in [("ms", 1_000_000), ("us", 1_000), ("s", 1_000_000_000)] where value.hasSuffix(suffix) {
+                guard let number = Int(value.dropLast(suffix.count)), number > 0 else { return nil }
+                self = .interval(.nanoseconds(number * scale))
+                return
+            }
+            return nil
+        }
+    }
+
+    /// The spelling ``init(argument:)`` reads, in milliseconds for intervals.
+    public var argument: String {
+        switch self {
+        case .groupCommit: return "group"
+        case .none: return "none"
+        case .interval(let interval):
+            let parts = interval.components
+            let ms = Int(parts.seconds) * 1000 + Int(parts.attoseconds / 1_000_000_000_000_000)
+            return "interval:\(ms)ms"
+        }
+    }
+}
+
 /// How appended records reach the segment files. Readers (replay, tailing) always read through
 /// a read-only memory mapping, whichever backend writes.
 public enum IOBackend: String, Sendable, Equatable, CaseIterable {

@@ -1,0 +1,178 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import XCTest
+import SignalWALWorkload
+@testable import SignalWAL
+
+/// The appending child process (`signalwal-demo child`) the crash and power-cut tests stop, and
+/// what it printed before it was stopped.
+final class AppendingChild {
+    let process = Process()
+    let outputPath: String
+    private var consumed = 0
+    private var text = ""
+
+    init(directory: String, seed: UInt64, threads: Int, options: [String]) throws {
+        outputPath = directory + "-child-\(UInt32.random(in: 0 ... .max))"
+        XCTAssertTrue(FileManager.default.createFile(atPath: outputPath, contents: nil))
+        process.executableURL = URL(fileURLWithPath: demoExecutable)
+        process.arguments = ["child", directory, String(seed), String(threads)] + options
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        try? FileManager.default.removeItem(atPath: outputPath)
+    }
+
+    /// Everything the child has printed so far (complete lines only).
+    var lines: [Substring] {
+        if let handle = FileHandle(forReadingAtPath: outputPath) {
+            defer { try? handle.close() }
+            try? handle.seek(toOffset: UInt64(consumed))
+            if let data = try? handle.readToEnd() {
+                consumed += data.count
+                text += String(decoding: data, as: UTF8.self)
+            }
+        }
+        guard let lastNewline = text.lastIndex(of: "\n") else { return [] }
+        return text[...lastNewline].split(separator: "\n")
+    }
+
+    /// Waits until a printed line starts with `prefix`; returns it, or nil after `timeout`.
+    func waitForLine(startingWith prefix: String, timeout: Duration) -> Substring? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let line = lines.last(where: { $0.hasPrefix(prefix) }) { return line }
+            if !process.isRunning { return nil }
+            usleep(1000)
+        }
+        return nil
+    }
+
+    func kill() {
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    var acks: [Workload.Ack] { lines.compactMap(Workload.Ack.init(line:)) }
+    var checkpoints: [Workload.CheckpointAck] { lines.compactMap(Workload.CheckpointAck.init(line:)) }
+}
+
+/// How one stop (SIGKILL, or a power cut followed by SIGKILL) was checked.
+struct CrashCheck {
+    var acknowledged = 0
+    /// Acknowledgements the policy promises survive this kind of stop, all checked present.
+    var promised = 0
+    /// Acknowledged records gone that the policy did not promise (for example `.interval`
+    /// records acknowledged within the last interval before a power cut).
+    var lostUnpromised = 0
+    /// Age at the stop of the oldest acknowledged record that was lost, in milliseconds.
+    var oldestLostAgeMs = 0.0
+    var reopenMs = 0.0
+    var recordsRecovered = 0
+}
+
+enum CrashVerifier {
+    /// Beyond one interval, how long an `.interval` flush may take before its records count as
+    /// overdue: the committer waits one interval after a flush ends, so a record acknowledged
+    /// just after a flush began waits for that flush, the interval, and the next flush.
+    static let intervalFlushAllowance: Duration = .milliseconds(200)
+
+    /// Whether `policy` and `backend` promise that `ack` survives a stop at `stoppedAt`
+    /// (CLOCK_MONOTONIC ns): a process kill leaves the page cache, a power cut does not.
+    static func promised(_ ack: Workload.Ack, policy: DurabilityPolicy, backend: IOBackend,
+                         powerCut: Bool, stoppedAt: UInt64) -> Bool {
+        switch policy {
+        case .groupCommit:
+            return true
+        case .interval(let interval):
+            if !powerCut && backend == .mmap { return true }
+            let window = interval + intervalFlushAllowance
+            let nanos = UInt64(window.components.seconds) * 1_000_000_000 + UInt64(window.components.attoseconds / 1_000_000_000)
+            return ack.at + nanos < stoppedAt
+        case .none:
+            // Nothing is flushed on purpose; only the page cache keeps copies through a kill.
+            return !powerCut && backend == .mmap
+        }
+    }
+
+    /// Reopens `directory` and checks it against what the child printed before it stopped:
+    /// every promised acknowledgement present byte for byte, no record that was never appended,
+    /// LSNs strictly increasing, checkpoints kept, new LSNs above the checkpoint. Then consumes
+    /// everything so the next cycle starts small.
+    static func verify(directory: String, seed: UInt64, child: AppendingChild, policy: DurabilityPolicy,
+                       backend: IOBackend, reopenBackend: IOBackend, powerCut: Bool, stoppedAt: UInt64,
+                       context: String, file: StaticString = #filePath, line: UInt = #line) throws -> CrashCheck {
+        var check = CrashCheck()
+        let acks = child.acks
+        let checkpoints = child.checkpoints
+        check.acknowledged = acks.count
+
+        var configuration = testConfiguration(backend: reopenBackend)
+        configuration.durability = policy
+        let started = ContinuousClock.now
+        let wal = try WAL.open(directory: directory, configuration: configuration)
+        check.reopenMs = milliseconds(ContinuousClock.now - started)
+        let report = wal.recoveryReport
+        check.recordsRecovered = report.recordsRecovered
+
+        if let newest = checkpoints.map(\.lsn).max() {
+            XCTAssertGreaterThanOrEqual(wal.checkpointLSN, newest, "\(context): a completed checkpoint was lost", file: file, line: line)
+        }
+        XCTAssertGreaterThan(wal.nextLSN, wal.checkpointLSN, "\(context): new records must get LSNs above the checkpoint", file: file, line: line)
+
+        var byLSN: [LSN: [UInt8]] = [:]
+        var previous = wal.checkpointLSN
+        for record in wal.records(from: wal.checkpointLSN + 1) {
+            XCTAssertGreaterThan(record.lsn, previous, "\(context): LSNs strictly increase", file: file, line: line)
+            previous = record.lsn
+            XCTAssertNotNil(Workload.identify(record.payload, seed: seed),
+                            "\(context): record \(record.lsn) was never appended", file: file, line: line)
+            byLSN[record.lsn] = record.payload
+        }
+        for ack in acks where ack.lsn > wal.checkpointLSN {
+            let expected = Workload.payload(seed: seed, thread: ack.thread, index: ack.index)
+            if promised(ack, policy: policy, backend: backend, powerCut: powerCut, stoppedAt: stoppedAt) {
+                check.promised += 1
+                if byLSN[ack.lsn] != expected {
+                    let age = Double(Int64(bitPattern: stoppedAt &- ack.at)) / 1e6
+                    XCTFail("\(context): acknowledged record \(ack.lsn) (\(String(format: "%.1f", age)) ms before the stop) is missing or different",
+                            file: file, line: line)
+                }
+            } else if byLSN[ack.lsn] != expected {
+                check.lostUnpromised += 1
+                check.oldestLostAgeMs = max(check.oldestLostAgeMs, Double(Int64(bitPattern: stoppedAt &- ack.at)) / 1e6)
+            }
+        }
+        if !powerCut {
+            // The page cache survives a kill, so nothing on disk can be damaged by one.
+            XCTAssertEqual(report.recordsLost, 0, "\(context): a kill damages nothing: \(report.damage)", file: file, line: line)
+        }
+        try wal.checkpoint(upTo: wal.visibleLSN)
+        try wal.close()
+        return check
+    }
+
+    static func milliseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+    }
+}
+
+/// The stop-test matrix: each durability policy with each backend.
+let crashMatrix: [(policy: DurabilityPolicy, backend: IOBackend)] = [
+    (.groupCommit, .uring), (.groupCommit, .mmap),
+    (.interval(.milliseconds(10)), .uring), (.interval(.milliseconds(10)), .mmap),
+    (.none, .uring), (.none, .mmap),
+]
+
+/// Percentile summary for the tests' closing lines.
+func summary(_ values: [Double]) -> String {
+    guard !values.isEmpty else { return "n/a" }
+    let sorted = values.sorted()
+    return String(format: "p50 %.1f ms, max %.1f ms", sorted[sorted.count / 2], sorted.last!)
+}
