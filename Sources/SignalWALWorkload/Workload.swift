@@ -97,8 +97,9 @@ public enum Workload {
 
     /// Appends from `threads` threads until killed (or until `limit` records per thread), writing
     /// one `ack` line to standard output after each append returns, that is, after the record is
-    /// durable under the policy. With `checkpointEvery`, one more thread checkpoints everything
-    /// visible at that period, as a consumer would, and prints a `checkpoint` line after each.
+    /// durable under the policy. With `checkpointEvery`, one more thread checkpoints half of what is
+    /// not yet consumed at that period, as a lagging consumer would, and prints a `checkpoint`
+    /// line after each.
     public static func appendUntilKilled(wal: WAL, seed: UInt64, threads: Int, limit: Int = .max,
                                          checkpointEvery: Duration? = nil) {
         onThreads(threads + (checkpointEvery == nil ? 0 : 1)) { thread in
@@ -128,8 +129,11 @@ public enum Workload {
         let micros = UInt32(parts.seconds) * 1_000_000 + UInt32(parts.attoseconds / 1_000_000_000_000)
         while true {
             usleep(micros)
-            let lsn = wal.visibleLSN
-            guard lsn > wal.checkpointLSN else { continue }
+            // Half of what is unconsumed, like a consumer that lags: segments still fall below
+            // the checkpoint and get reused, and the newer half stays for the verifier to check.
+            let consumed = wal.checkpointLSN
+            let lsn = consumed + (wal.visibleLSN - consumed) / 2
+            guard lsn > consumed else { continue }
             do {
                 try wal.checkpoint(upTo: lsn)
                 emit("checkpoint \(lsn) \(monotonicNanoseconds())\n")

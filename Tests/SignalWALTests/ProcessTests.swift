@@ -32,10 +32,7 @@ final class ProcessTests: XCTestCase {
             checks.append(try CrashVerifier.verify(directory: directory, seed: seed, child: child, policy: policy, backend: backend,
                                                    reopenBackend: reopenBackend, powerCut: false, stoppedAt: stoppedAt, context: context))
         }
-        let acknowledged = checks.reduce(0) { $0 + $1.acknowledged }
-        let promised = checks.reduce(0) { $0 + $1.promised }
-        let unpromised = checks.reduce(0) { $0 + $1.lostUnpromised }
-        print("crash test: \(iterations) kills over \(crashMatrix.count) policy/backend pairs, \(acknowledged) acknowledged records, \(promised) promised and all present, \(unpromised) unpromised ones lost (interval/none on uring: still staged); reopen \(summary(checks.map(\.reopenMs)))")
+        print(crashSummary("crash test (SIGKILL)", checks))
     }
 
     func testSecondProcessIsRefusedWithTheHoldersPID() throws {

@@ -111,13 +111,14 @@ var demoExecutable: String {
 
 /// Runs a command to completion and returns its exit status and standard output.
 @discardableResult
+/// Runs a program to completion; `output` is its standard output and error together.
 func runCommand(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     let pipe = Pipe()
     process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
+    process.standardError = pipe
     try process.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
