@@ -133,3 +133,8 @@ func mappingCount(containing text: String) -> Int {
     let maps = (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? ""
     return maps.split(separator: "\n").filter { $0.contains(text) }.count
 }
+
+/// Byte equality through memcmp: `==` on arrays is element by element, slow in debug builds.
+func sameBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    a.count == b.count && (a.isEmpty || a.withUnsafeBytes { x in b.withUnsafeBytes { y in memcmp(x.baseAddress!, y.baseAddress!, a.count) == 0 } })
+}
