@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: crash-test run test sanitize bench deps build clean
+.PHONY: crash-test power-cut-test soak fuzz fuzz-merge run test test-plain sanitize bench deps build clean
 
 # Installs liburing-dev (io_uring headers and library) when it is missing: with apt-get when
 # running as root, otherwise by printing the exact command to run.
@@ -26,27 +26,57 @@ run: deps
 	swift build --product signalwal-demo
 	.build/debug/signalwal-demo
 
-# All tests, then the concurrency tests again under ThreadSanitizer (its own build folder).
-test: deps
+# Everything CI runs: the whole suite, the whole suite again under AddressSanitizer and under
+# ThreadSanitizer (SIGNALWAL_REDUCED=1: the loops and exhaustive cases sample fewer cases),
+# then 60 seconds of the recovery fuzzer over the committed corpus.
+test: test-plain sanitize fuzz
+
+test-plain: deps
 	swift build --build-tests
 	swift test
-	swift test --sanitize=thread --scratch-path .build-tsan --filter "AppendReadTests|CheckpointTests|DurabilityInvariantTests|ErrorTests|BatchLimitTests"
 
-# The suite under ThreadSanitizer (concurrency tests) and AddressSanitizer (everything).
-# Separate build folders, so they do not invalidate the normal build.
+# Separate build folders, so they do not invalidate the normal build. The child processes the
+# tests start are the sanitized builds too.
 sanitize: deps
-	swift test --sanitize=thread --scratch-path .build-tsan --filter "AppendReadTests|CheckpointTests|DurabilityInvariantTests|ErrorTests|RecoveryTests"
-	swift test --sanitize=address --scratch-path .build-asan
+	swift build --build-tests --sanitize=address --scratch-path .build-asan
+	SIGNALWAL_REDUCED=1 swift test --skip-build --sanitize=address --scratch-path .build-asan
+	swift build --build-tests --sanitize=thread --scratch-path .build-tsan
+	SIGNALWAL_REDUCED=1 swift test --skip-build --sanitize=thread --scratch-path .build-tsan
+
+# libFuzzer over recovery (Fuzz/): FUZZ_SECONDS of fuzzing starting from Fuzz/corpus. New
+# inputs go to .build-fuzz/corpus; `make fuzz-merge` folds the useful ones into Fuzz/corpus.
+# A crash leaves its input in .build-fuzz/artifacts/ and fails the target.
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS = -max_len=65536 -timeout=10 -rss_limit_mb=4096
+fuzz: deps
+	cd Fuzz && swift build -c debug --product signalwal-fuzz --sanitize=fuzzer --sanitize=address -Xswiftc -parse-as-library --scratch-path ../.build-fuzz
+	mkdir -p .build-fuzz/corpus .build-fuzz/artifacts
+	.build-fuzz/debug/signalwal-fuzz .build-fuzz/corpus Fuzz/corpus $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.build-fuzz/artifacts/ -print_final_stats=1
+
+fuzz-merge:
+	.build-fuzz/debug/signalwal-fuzz -merge=1 Fuzz/corpus .build-fuzz/corpus $(FUZZ_FLAGS)
 
 # The side-by-side comparison (fio, RocksDB db_bench, SignalWAL): prints a Markdown table and
 # writes docs/bench/bench-results.json and docs/bench/bench-results.svg. Installs fio and
 # rocksdb-tools when missing (as root). BENCH_SECONDS=n sets the time per measurement.
 BENCH_SECONDS ?= 5
-# kill -9 loop: COUNT cycles of append-then-SIGKILL-then-verify, alternating the two write
-# backends (issue 4's crash harness; `make test` runs 20).
+# kill -9 loop: COUNT cycles of append-then-SIGKILL-then-verify over every policy and backend
+# (`make test` runs 100).
 COUNT ?= 100
 crash-test: deps
 	SIGNALWAL_CRASH_ITERATIONS=$(COUNT) swift test --filter ProcessTests/testKilledWriterLosesNothingAcknowledged
+
+# Simulated power cuts on a loop-mounted ext4 image (root; `make test` runs 60).
+power-cut-test: deps
+	SIGNALWAL_CUT_ITERATIONS=$(COUNT) swift test --filter PowerCutTests
+
+# The long runs behind docs/RELIABILITY.md: `make soak COUNT=n` runs n kills and n power cuts;
+# without COUNT, 1000 kills and 200 cuts.
+SOAK_KILLS = $(if $(filter command line,$(origin COUNT)),$(COUNT),1000)
+SOAK_CUTS = $(if $(filter command line,$(origin COUNT)),$(COUNT),200)
+soak: deps
+	SIGNALWAL_CRASH_ITERATIONS=$(SOAK_KILLS) swift test --filter ProcessTests/testKilledWriterLosesNothingAcknowledged
+	SIGNALWAL_CUT_ITERATIONS=$(SOAK_CUTS) swift test --filter PowerCutTests
 
 bench: deps
 	swift build -c release --product signalwal-bench
@@ -54,4 +84,4 @@ bench: deps
 	.build/release/signalwal-bench compare --seconds $(BENCH_SECONDS) --output docs/bench | tee docs/bench/bench-results.md
 
 clean:
-	rm -rf .build .build-tsan .build-asan .wal
+	rm -rf .build .build-tsan .build-asan .build-fuzz .wal

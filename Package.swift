@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "SignalWAL", targets: ["SignalWAL"]),
+        .library(name: "SignalWALFuzzing", targets: ["SignalWALFuzzing"]),
         .executable(name: "signalwal-demo", targets: ["signalwal-demo"]),
         .executable(name: "signalwal-bench", targets: ["signalwal-bench"]),
     ],
@@ -43,6 +44,12 @@ let package = Package(
             name: "SignalWALBench",
             dependencies: ["SignalWAL", "SignalWALWorkload", .product(name: "Logging", package: "swift-log")]
         ),
+        // The recovery fuzz target's body (Fuzz/ has the libFuzzer entry point); the tests
+        // replay the committed corpus through it.
+        .target(
+            name: "SignalWALFuzzing",
+            dependencies: ["SignalWAL", .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "signalwal-bench",
             dependencies: ["SignalWALBench", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -51,12 +58,12 @@ let package = Package(
         // child process of their crash and permission tests.
         .executableTarget(
             name: "signalwal-demo",
-            dependencies: ["SignalWAL", "SignalWALWorkload"]
+            dependencies: ["SignalWAL", "SignalWALWorkload", "SignalWALFuzzing"]
         ),
         .testTarget(
             name: "SignalWALTests",
             dependencies: [
-                "SignalWAL", "SignalWALWorkload", "CShims",
+                "SignalWAL", "SignalWALWorkload", "SignalWALFuzzing", "CShims",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),

@@ -8,10 +8,12 @@
 //                                           NTH system call OP on a path ending in SUFFIX first
 //                                           prints "pause OP PATH AT" and waits 2 s (for a cut)
 //   signalwal-demo open-as UID DIR          drop to UID, try WAL.open(DIR), print the outcome
+//   signalwal-demo fuzz-seeds DIR           write the recovery fuzzer's seed inputs into DIR
 #if canImport(Glibc)
 import Glibc
 #endif
 import SignalWAL
+import SignalWALFuzzing
 import SignalWALWorkload
 import Synchronization
 
@@ -78,6 +80,20 @@ case "open-as":
         print("kind=\(error.kind)")
         print(error.description)
         exit(3)
+    }
+
+case "fuzz-seeds":
+    guard arguments.count == 3 else { fail("usage: signalwal-demo fuzz-seeds DIR") }
+    do {
+        for (index, seed) in try RecoveryFuzzInput.seeds(scratch: "/tmp/signalwal-fuzz-seeds").enumerated() {
+            let path = arguments[2] + "/seed-\(index)"
+            let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
+            guard fd >= 0, write(fd, seed, seed.count) == seed.count else { fail("cannot write \(path)") }
+            close(fd)
+            print(path)
+        }
+    } catch {
+        fail("\(error)")
     }
 
 case nil:

@@ -42,7 +42,7 @@ final class PowerCutTests: XCTestCase {
     }
 
     func testPowerCutLosesNothingAcknowledged() throws {
-        let iterations = Int(ProcessInfo.processInfo.environment["SIGNALWAL_CUT_ITERATIONS"] ?? "") ?? 60
+        let iterations = Int(ProcessInfo.processInfo.environment["SIGNALWAL_CUT_ITERATIONS"] ?? "") ?? (reducedIterations ? 12 : 60)
         try makeFilesystem()
         let directory = mountPoint + "/wal"
         var checks: [CrashCheck] = []

@@ -12,7 +12,7 @@ final class ProcessTests: XCTestCase {
     /// write the same format), a checkpointing consumer in half the cycles. `make crash-test
     /// COUNT=n` runs it alone; `make test` runs 100 cycles.
     func testKilledWriterLosesNothingAcknowledged() throws {
-        let iterations = Int(ProcessInfo.processInfo.environment["SIGNALWAL_CRASH_ITERATIONS"] ?? "") ?? 100
+        let iterations = Int(ProcessInfo.processInfo.environment["SIGNALWAL_CRASH_ITERATIONS"] ?? "") ?? (reducedIterations ? 12 : 100)
         let directory = makeTemporaryDirectory(self)
         try FileSystem.createDirectories(directory)
         var checks: [CrashCheck] = []
@@ -134,7 +134,7 @@ final class FullDiskTests: XCTestCase {
 final class LeakTests: XCTestCase {
     func testThousandOpenCloseCyclesLeakNothing() throws {
         let directory = makeTemporaryDirectory(self)
-        let cycles = 1000
+        let cycles = reducedIterations ? 100 : 1000
         // One warm-up cycle so lazily created process-wide state is not counted.
         try cycle(directory, 0)
         let descriptors = openFileDescriptorCount()

@@ -6,6 +6,10 @@ import Logging
 import XCTest
 @testable import SignalWAL
 
+/// Set (SIGNALWAL_REDUCED=1) for the sanitizer runs: the exhaustive and looping tests sample
+/// fewer cases, so ASan and TSan can run the whole suite within the CI budget.
+let reducedIterations = ProcessInfo.processInfo.environment["SIGNALWAL_REDUCED"] != nil
+
 /// A fresh directory under /tmp, removed when the test ends.
 func makeTemporaryDirectory(_ test: XCTestCase, function: String = #function) -> String {
     let base = "/tmp/signalwal-tests"
