@@ -84,11 +84,12 @@ struct CrashCheck {
 }
 
 enum CrashVerifier {
-    /// Beyond one interval, how long an `.interval` flush may take before its records count as
-    /// overdue: the committer waits one interval after a flush ends, so a record acknowledged
-    /// just after a flush began waits for that flush, the interval, and the next flush. Flushes
-    /// on the test's loop device take up to ~20 ms; the bound leaves room for a slow machine.
-    static let intervalFlushAllowance: Duration = .milliseconds(50)
+    /// Beyond one interval, how long a flush may run late before the records it covers count
+    /// as overdue. The committer ends each `.interval` flush about one interval after the
+    /// previous one began (measured: nothing lost was older than 7-12 ms at 10 ms), but a flush
+    /// on a shared machine's loop device can stall; the margin keeps CI honest without making
+    /// it flaky, and sanitizer builds, several times slower, get more.
+    static let intervalFlushAllowance: Duration = reducedIterations ? .milliseconds(150) : .milliseconds(40)
 
     /// Whether `policy` and `backend` promise that `ack` survives a stop at `stoppedAt`
     /// (CLOCK_MONOTONIC ns): a process kill leaves the page cache, a power cut does not.
