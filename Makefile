@@ -36,10 +36,12 @@ test-plain: deps
 	swift test
 
 # Separate build folders, so they do not invalidate the normal build. The child processes the
-# tests start are the sanitized builds too.
+# tests start are the sanitized builds too. LeakSanitizer is off: at exit XCTest still holds
+# every teardown closure and Foundation.Process its bookkeeping, and it reports those (none of
+# its reports came from Sources/; descriptor and mapping leaks are LeakTests' job).
 sanitize: deps
 	swift build --build-tests --sanitize=address --scratch-path .build-asan
-	SIGNALWAL_REDUCED=1 swift test --skip-build --sanitize=address --scratch-path .build-asan
+	ASAN_OPTIONS=detect_leaks=0 SIGNALWAL_REDUCED=1 swift test --skip-build --sanitize=address --scratch-path .build-asan
 	swift build --build-tests --sanitize=thread --scratch-path .build-tsan
 	SIGNALWAL_REDUCED=1 swift test --skip-build --sanitize=thread --scratch-path .build-tsan
 

@@ -69,53 +69,84 @@ final class ProcessTests: XCTestCase {
     }
 }
 
-/// Out of space on a real, size-limited filesystem.
+/// Out of space on real, size-limited filesystems: a tmpfs and a loop-mounted ext4 image.
 final class FullDiskTests: XCTestCase {
-    var mountPoint: String?
+    var mountPoints: [String] = []
+    var images: [String] = []
 
     override func tearDown() {
-        if let mountPoint {
-            _ = try? runCommand("/bin/umount", ["-l", mountPoint])
+        for mountPoint in mountPoints { _ = try? runCommand("/bin/umount", ["-l", mountPoint]) }
+        for image in images { try? FileManager.default.removeItem(atPath: image) }
+    }
+
+    func testFullTmpfsGivesRetryableErrorNoSIGBUSAndAppendsResumeAfterCheckpoint() throws {
+        // tmpfs refuses O_DIRECT, so the uring backend runs its buffered fallback here.
+        for backend in IOBackend.allCases {
+            let directory = makeTemporaryDirectory(self)
+            try FileSystem.createDirectories(directory)
+            try mount(["-t", "tmpfs", "-o", "size=8m", "tmpfs", directory], what: "a tmpfs")
+            try fillUpAndRecover(directory, backend: backend)
         }
     }
 
-    func testFullDiskGivesRetryableErrorNoSIGBUSAndAppendsResumeAfterCheckpoint() throws {
-        let directory = makeTemporaryDirectory(self)
-        try FileSystem.createDirectories(directory)
-        let mount = try runCommand("/bin/mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", directory])
-        guard mount.status == 0 else {
-            print("skipping: the kernel refused to mount a tmpfs here (status \(mount.status)): \(mount.output)")
-            throw XCTSkip("mount -t tmpfs refused: \(mount.output)")
+    func testFullExt4ImageGivesRetryableErrorNoSIGBUSAndAppendsResumeAfterCheckpoint() throws {
+        for backend in IOBackend.allCases {
+            let directory = makeTemporaryDirectory(self)
+            try FileSystem.createDirectories(directory)
+            let image = directory + ".img"
+            images.append(image)
+            XCTAssertTrue(FileManager.default.createFile(atPath: image, contents: nil))
+            XCTAssertEqual(truncate(image, 12 << 20), 0)
+            // -m 0: no blocks reserved for root, so "full" means full for this root-run test too.
+            let mkfs = try runCommand("/sbin/mkfs.ext4", ["-q", "-F", "-m", "0", image])
+            guard mkfs.status == 0 else { throw XCTSkip("mkfs.ext4 failed: \(mkfs.output)") }
+            try mount(["-o", "loop", image, directory], what: "an ext4 image through a loop device")
+            try fillUpAndRecover(directory, backend: backend)
         }
-        mountPoint = directory
+    }
+
+    private func mount(_ arguments: [String], what: String) throws {
+        let result = try runCommand("/bin/mount", arguments)
+        guard result.status == 0 else {
+            print("skipping: the kernel refused to mount \(what) here (status \(result.status)): \(result.output)")
+            throw XCTSkip("mount refused: \(result.output)")
+        }
+        mountPoints.append(arguments.last!)
+    }
+
+    private func fillUpAndRecover(_ directory: String, backend: IOBackend) throws {
         let walDirectory = directory + "/wal"
-        var wal = try WAL.open(directory: walDirectory, configuration: testConfiguration(spares: 2))
+        var wal = try WAL.open(directory: walDirectory, configuration: testConfiguration(spares: 2, backend: backend))
         let payload = [UInt8](repeating: 0xAB, count: 100_000)
         var appended: [LSN] = []
         var failure: WALError?
-        for _ in 0..<200 {
+        for _ in 0..<400 {
             do { appended.append(try wal.append(payload)) } catch { failure = error as? WALError; break }
         }
-        let failed = try XCTUnwrap(failure, "an 8 MiB filesystem must fill up")
+        let failed = try XCTUnwrap(failure, "\(backend): a small filesystem must fill up")
         XCTAssertEqual(failed.kind, .outOfSpace, failed.description)
         XCTAssertTrue(failed.isRetryable)
         XCTAssertTrue(failed.description.contains(walDirectory), failed.description)
         XCTAssertGreaterThan(appended.count, 40)
         // Everything acknowledged is there.
-        XCTAssertEqual(readAll(wal, from: 1).map(\.lsn), appended)
+        XCTAssertEqual(readAll(wal, from: 1).map(\.lsn), appended, "\(backend)")
 
         // Take the last bytes too: zero bytes free.
         let filler = directory + "/filler"
         let fd = open(filler, O_CREAT | O_WRONLY, 0o644)
-        let block = [UInt8](repeating: 1, count: 4096)
-        while write(fd, block, block.count) > 0 {}
+        // Large writes first, then smaller ones for the last partial blocks.
+        for size in [65536, 4096, 512, 1] {
+            let block = [UInt8](repeating: 1, count: size)
+            while write(fd, block, block.count) > 0 {}
+        }
+        fsync(fd)
         close(fd)
-        XCTAssertEqual(FileSystem.freeBytes(directory), 0)
+        XCTAssertEqual(FileSystem.freeBytes(directory), 0, "\(backend)")
 
         // Close and reopen on the full disk: recovery needs no space.
         try wal.close()
-        wal = try WAL.open(directory: walDirectory, configuration: testConfiguration(spares: 2))
-        XCTAssertEqual(readAll(wal, from: 1).map(\.lsn), appended)
+        wal = try WAL.open(directory: walDirectory, configuration: testConfiguration(spares: 2, backend: backend))
+        XCTAssertEqual(readAll(wal, from: 1).map(\.lsn), appended, "\(backend)")
         // Checkpointing works with zero bytes free, and frees segments for reuse.
         try wal.checkpoint(upTo: appended.last!)
         var resumed = 0
@@ -125,7 +156,7 @@ final class FullDiskTests: XCTestCase {
                 usleep(10_000)
             }
         }
-        XCTAssertEqual(resumed, 30, "appends resume into recycled segments")
+        XCTAssertEqual(resumed, 30, "\(backend): appends resume into recycled segments")
         try wal.close()
     }
 }

@@ -26,8 +26,7 @@ final class DirectoryLock: Sendable {
                 throw WALError(.locked(pid: pid), path: path, operation: "flock", errno: EWOULDBLOCK,
                                hint: "Another process\(pid.map { " (PID \($0))" } ?? "") has this WAL open: stop it first, or use a different WAL directory.")
             }
-            try file.truncate(to: 0)
-            try file.write(Array("\(getpid())\n".utf8), at: 0)
+            try file.write(Self.record("\(getpid())"), at: 0)
             if !existed { try FileSystem.syncDirectory(directory) }
             return DirectoryLock(path: path, file: file)
         } catch {
@@ -44,8 +43,16 @@ final class DirectoryLock: Sendable {
         return Int32(String(decoding: digits, as: UTF8.self))
     }
 
+    /// The file's contents: the PID (or nothing) padded to a fixed width. Always the same
+    /// size and rewritten in place, never truncated: on a full filesystem a truncate frees the
+    /// block and ext4 cannot hand it back until its journal commits, so the rewrite would fail
+    /// with ENOSPC and the WAL could not open (found by the full-ext4 test).
+    private static func record(_ text: String) -> [UInt8] {
+        Array(text.utf8) + [UInt8](repeating: UInt8(ascii: " "), count: max(0, 15 - text.utf8.count)) + [UInt8(ascii: "\n")]
+    }
+
     func release() {
-        try? file.truncate(to: 0)
+        try? file.write(Self.record(""), at: 0)
         file.closeQuietly()
     }
 }
