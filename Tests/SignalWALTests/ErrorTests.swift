@@ -177,6 +177,56 @@ final class ErrorTests: XCTestCase {
         try reopened.close()
     }
 
+    func testFailedCheckpointSyncKeepsTheOldCheckpoint() throws {
+        let directory = makeTemporaryDirectory(self)
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        for index in 0..<20 { try wal.append(testPayload(index, length: 500)) }
+        try wal.checkpoint(upTo: 5)
+        Syscall.setFaultHook { operation, path in operation == .fsync && path.hasSuffix(".checkpoint.next") ? .fail(errno: EIO) : nil }
+        XCTAssertThrowsError(try wal.checkpoint(upTo: 15)) { XCTAssertEqual(($0 as? WALError)?.errno, EIO) }
+        XCTAssertEqual(wal.checkpointLSN, 5, "a checkpoint that is not durable is not taken")
+        Syscall.setFaultHook(nil)
+        // Appends are unaffected, and the next checkpoint writes the whole file again.
+        try wal.append([1])
+        try wal.checkpoint(upTo: 12)
+        try wal.close()
+        let reopened = try WAL.open(directory: directory, configuration: testConfiguration())
+        XCTAssertEqual(reopened.checkpointLSN, 12)
+        XCTAssertEqual(readAll(reopened, from: 13).count, 9)
+        try reopened.close()
+    }
+
+    func testFailedSyncWhilePreparingASegmentIsRetriedWithAFreshFile() throws {
+        let directory = makeTemporaryDirectory(self)
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration(spares: 1))
+        let payload = [UInt8](repeating: 4, count: 200_000)
+        try wal.append(payload)
+        let failures = Counter()
+        // The first two syncs of a new segment fail: that file is abandoned (its pages may be
+        // gone), and a later preparation starts over.
+        Syscall.setFaultHook { operation, path in
+            operation == .fdatasync && path.hasSuffix(".wal.tmp") && failures.increment() <= 2 ? .fail(errno: EIO) : nil
+        }
+        var appended = 1
+        var errors: [WALError] = []
+        let deadline = Date().addingTimeInterval(10)
+        while appended < 15 && Date() < deadline {
+            do { try wal.append(payload); appended += 1 } catch let error as WALError {
+                errors.append(error)
+                usleep(10_000)
+            }
+        }
+        Syscall.setFaultHook(nil)
+        XCTAssertEqual(appended, 15, "appends go on once a preparation succeeds: \(errors)")
+        XCTAssertGreaterThanOrEqual(failures.value, 2)
+        for error in errors { XCTAssertTrue(error.description.contains(".wal.tmp"), error.description) }
+        try wal.close()
+        let reopened = try WAL.open(directory: directory, configuration: testConfiguration())
+        XCTAssertEqual(readAll(reopened).count, 15)
+        XCTAssertEqual(reopened.recoveryReport.damage, [])
+        try reopened.close()
+    }
+
     func testIOURingUnavailableFallsBackToPlainSystemCalls() throws {
         let directory = makeTemporaryDirectory(self)
         Syscall.setFaultHook { operation, _ in operation == .uringSetup ? .fail(errno: EPERM) : nil }
