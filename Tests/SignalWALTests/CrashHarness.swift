@@ -12,7 +12,8 @@ final class AppendingChild {
     let process = Process()
     let outputPath: String
     private var consumed = 0
-    private var text = ""
+    private var partial = ""
+    private var complete: [Substring] = []
 
     init(directory: String, seed: UInt64, threads: Int, options: [String]) throws {
         // Beside the test directories, never inside the WAL's filesystem: the power-cut test
@@ -31,18 +32,21 @@ final class AppendingChild {
         try? FileManager.default.removeItem(atPath: outputPath)
     }
 
-    /// Everything the child has printed so far (complete lines only).
+    /// Everything the child has printed so far (complete lines only). Reads only what is new.
     var lines: [Substring] {
         if let handle = FileHandle(forReadingAtPath: outputPath) {
             defer { try? handle.close() }
             try? handle.seek(toOffset: UInt64(consumed))
-            if let data = try? handle.readToEnd() {
+            if let data = try? handle.readToEnd(), !data.isEmpty {
                 consumed += data.count
-                text += String(decoding: data, as: UTF8.self)
+                partial += String(decoding: data, as: UTF8.self)
+                if let lastNewline = partial.lastIndex(of: "\n") {
+                    complete += partial[...lastNewline].split(separator: "\n")
+                    partial = String(partial[partial.index(after: lastNewline)...])
+                }
             }
         }
-        guard let lastNewline = text.lastIndex(of: "\n") else { return [] }
-        return text[...lastNewline].split(separator: "\n")
+        return complete
     }
 
     /// Waits until a printed line starts with `prefix`; returns it, or nil after `timeout`.
