@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "SignalWALFuzzing", targets: ["SignalWALFuzzing"]),
         .executable(name: "signalwal-demo", targets: ["signalwal-demo"]),
         .executable(name: "signalwal-bench", targets: ["signalwal-bench"]),
+        .executable(name: "signalwal", targets: ["signalwal"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -42,7 +43,8 @@ let package = Package(
         // `signalwal bench`).
         .target(
             name: "SignalWALBench",
-            dependencies: ["SignalWAL", "SignalWALWorkload", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["SignalWAL", "SignalWALWorkload", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The recovery fuzz target's body (Fuzz/ has the libFuzzer entry point); the tests
         // replay the committed corpus through it.
@@ -53,6 +55,12 @@ let package = Package(
         .executableTarget(
             name: "signalwal-bench",
             dependencies: ["SignalWALBench", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // The operators' tool: inspect, verify, dump, append, bench.
+        .executableTarget(
+            name: "signalwal",
+            dependencies: ["SignalWAL", "SignalWALBench", "SignalWALWorkload",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // `make run`: appends, crashes itself, recovers and reports. The tests also use it as the
         // child process of their crash and permission tests.

@@ -104,13 +104,16 @@ func recordLayout(_ path: String) -> [(offset: Int, lsn: LSN, length: Int)] {
 }
 
 /// The built `signalwal-demo` executable, which the tests use as a child process.
-var demoExecutable: String {
+var demoExecutable: String { builtExecutable("signalwal-demo") }
+
+/// A product of this package, from the build folder the tests run from.
+func builtExecutable(_ name: String) -> String {
     let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
     var directory = me.deletingLastPathComponent()
     while !directory.path.hasSuffix("/debug") && !directory.path.hasSuffix("/release") && directory.path != "/" {
         directory = directory.deletingLastPathComponent()
     }
-    return directory.appendingPathComponent("signalwal-demo").path
+    return directory.appendingPathComponent(name).path
 }
 
 /// Runs a command to completion and returns its exit status and standard output.

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import SignalWAL
+
+/// The benchmark commands, shared by `signalwal-bench` and `signalwal bench`: one
+/// implementation, two entry points.
+public enum BenchCommands {
+    public static let abstract = "Measure SignalWAL: durable appends, replay, and a side-by-side comparison with fio and RocksDB."
+    public static let subcommands: [any ParsableCommand.Type] = [Durable.self, Replay.self, Compare.self]
+}
+
+public struct Durable: ParsableCommand {
+    public init() {}
+    public static let configuration = CommandConfiguration(
+        abstract: "N appenders append fixed-size records for S seconds; each append returns once durable under the policy.")
+
+    @Option(help: "Concurrent appender threads.") var appenders: Int = 1
+    @Option(name: .customLong("record-size"), help: "Payload bytes per record.") var recordSize: Int = 1024
+    @Option(help: "Measured seconds (after a short warm-up).") var seconds: Double = 5
+    @Option(help: "group | interval:10ms | none") var policy: String = "group"
+    @Option(help: "mmap | uring (the library's default)") var backend: String = IOBackend.uring.rawValue
+    @Option(help: "WAL directory (removed before and after).") var dir: String = ".wal/bench"
+    @Option(name: .customLong("checkpoint-interval-ms"),
+            help: "A consumer checkpoints what is durable this often, so segments are recycled as in production; 0 turns it off.")
+    var checkpointIntervalMs: Int = 50
+    @Flag(help: "Print one JSON object.") var json = false
+
+    public func validate() throws {
+        guard appenders >= 1, appenders <= 1024 else { throw ValidationError("--appenders must be 1 to 1024") }
+        guard recordSize >= 0, recordSize <= 16 << 20 else { throw ValidationError("--record-size must be 0 to 16 MiB") }
+        guard seconds > 0, seconds <= 3600 else { throw ValidationError("--seconds must be above 0 and at most 3600") }
+        guard DurabilityPolicy(argument: policy) != nil else { throw ValidationError("--policy must be group, interval:<n>ms or none") }
+    }
+
+    public func run() throws {
+        var benchmark = DurableBenchmark(appenders: appenders, recordSize: recordSize, seconds: seconds,
+                                         policy: DurabilityPolicy(argument: policy)!, backend: backend, directory: dir)
+        benchmark.checkpointIntervalMs = checkpointIntervalMs
+        let result = try benchmark.run()
+        if json {
+            print(jsonLine(result))
+        } else {
+            print("""
+            \(result.appenders) appenders, \(result.recordSize) B, \(result.policy), \(result.backend): \
+            \(Int(result.recordsPerSecond)) records/s, \(String(format: "%.1f", result.mbPerSecond)) MB/s, \
+            p50 \(String(format: "%.0f", result.p50Us)) us, p99 \(String(format: "%.0f", result.p99Us)) us, \
+            \(String(format: "%.1f", result.meanRecordsPerFlush)) records/flush, \
+            write amplification \(result.writeAmplification.map { String(format: "%.2f", $0) } ?? "n/a")
+            """)
+        }
+    }
+}
+
+public struct Replay: ParsableCommand {
+    public init() {}
+    public static let configuration = CommandConfiguration(abstract: "Write M MB of 1 KiB records, reopen, then read and CRC-verify them all.")
+
+    @Option(name: .customLong("size-mb"), help: "Megabytes to write and replay.") var sizeMB: Int = 1024
+    @Option(help: "WAL directory (removed before and after).") var dir: String = ".wal/bench-replay"
+    @Flag(help: "Print one JSON object.") var json = false
+
+    public func run() throws {
+        let result = try ReplayBenchmark(sizeMB: sizeMB, directory: dir).run()
+        print(json ? jsonLine(result) : "replayed \(result.records) records (\(result.bytes / 1_000_000) MB) at \(Int(result.mbPerSecond)) MB/s; open took \(String(format: "%.1f", result.openMs)) ms")
+    }
+}
+
+public struct Compare: ParsableCommand {
+    public init() {}
+    public static let configuration = CommandConfiguration(
+        abstract: "Run fio, RocksDB's db_bench and SignalWAL side by side; print a Markdown table with ratios; write bench-results.json and bench-results.svg.")
+
+    @Option(help: "Seconds per measurement.") var seconds: Double = 5
+    @Option(help: "Scratch directory on the disk to measure (removed afterwards).") var dir: String = ".wal/compare"
+    @Option(help: "Where to write the JSON and SVG.") var output: String = "."
+
+    public func run() throws {
+        let results = try CompareBenchmark(seconds: seconds, directory: dir) { message in
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+        }.run()
+        try Data(jsonLine(results).utf8).write(to: URL(fileURLWithPath: output + "/bench-results.json"))
+        try Data(CompareReport.svg(results).utf8).write(to: URL(fileURLWithPath: output + "/bench-results.svg"))
+        print(CompareReport.markdown(results))
+    }
+}

@@ -1,0 +1,260 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import XCTest
+@testable import SignalWAL
+
+/// Runs the built `signalwal` binary as an operator would, against WALs made by the engine.
+final class CommandLineToolTests: XCTestCase {
+    struct Run {
+        var status: Int32
+        var stdout: [UInt8]
+        var stderr: String
+        var text: String { String(decoding: stdout, as: UTF8.self) }
+        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(stdout))) as? [String: Any] ?? [:] }
+    }
+
+    /// Runs `signalwal ARGS` (or `executable ARGS`) with `input` on standard input.
+    func tool(_ arguments: [String], input: [UInt8] = [], executable: String? = nil) throws -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable ?? builtExecutable("signalwal"))
+        process.arguments = arguments
+        let output = Pipe(), errors = Pipe(), stdin = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        process.standardInput = stdin
+        try process.run()
+        let writer = Thread { try? stdin.fileHandleForWriting.write(contentsOf: Data(input)); try? stdin.fileHandleForWriting.close() }
+        writer.start()
+        let errorData = Data.Sendable(errors.fileHandleForReading)
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, stdout: [UInt8](out), stderr: errorData.text())
+    }
+
+    /// A closed WAL: 3,000 records of 1-1,500 bytes over several 1 MiB segments, checkpointed
+    /// at 1,000.
+    func makeWAL() throws -> (directory: String, payloads: [[UInt8]]) {
+        let directory = makeTemporaryDirectory(self)
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        let payloads = (0..<3000).map { testPayload($0, length: 1 + $0 * 7 % 1500) }
+        for start in stride(from: 0, to: payloads.count, by: 100) { try wal.append(contentsOf: Array(payloads[start..<start + 100])) }
+        try wal.checkpoint(upTo: 1000)
+        try wal.close()
+        return (directory, payloads)
+    }
+
+    func testInspectJSONDescribesSegmentsCheckpointPendingAndTheLockHolder() throws {
+        let (directory, payloads) = try makeWAL()
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        defer { try? wal.close() }
+        let run = try tool(["inspect", directory, "--json"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let json = run.json
+        XCTAssertEqual(json["formatVersion"] as? Int, Int(Format.version))
+        XCTAssertEqual(json["checkpointLSN"] as? Int, 1000)
+        XCTAssertEqual(json["pendingRecords"] as? Int, 2000)
+        XCTAssertEqual(json["pendingBytes"] as? Int, payloads[1000...].reduce(0) { $0 + $1.count })
+        XCTAssertEqual(json["lockHolderPID"] as? Int, Int(getpid()), "read from /proc/locks without taking the lock")
+        let segments = try XCTUnwrap(json["segments"] as? [[String: Any]])
+        XCTAssertEqual(segments.count, segmentFiles(directory).count)
+        let states = segments.compactMap { $0["state"] as? String }
+        XCTAssertEqual(states.filter { $0 == "active" }.count, 1, "\(states)")
+        XCTAssertEqual(states.filter { $0 == "sealed" }.count, withRecordsCount(segments) - 1, "\(states)")
+        XCTAssertTrue(states.contains("spare"), "\(states)")
+        let withRecords = segments.filter { ($0["records"] as? Int ?? 0) > 0 }
+        XCTAssertEqual(withRecords.first?["firstLSN"] as? Int, 1)
+        XCTAssertEqual(withRecords.last?["lastLSN"] as? Int, 3000)
+        XCTAssertGreaterThan(json["walBytes"] as? Int ?? 0, 3 << 20)
+        let percent = try XCTUnwrap(json["filesystemUsedPercent"] as? Double)
+        XCTAssertTrue((0...100).contains(percent))
+        // Text mode says the same for people, and the lock holder by PID.
+        let text = try tool(["inspect", directory])
+        XCTAssertEqual(text.status, 0)
+        XCTAssertTrue(text.text.contains("held by PID \(getpid())") && text.text.contains("LSN 1000"), text.text)
+    }
+
+    func testVerifyExitsZeroWhenCleanOneOnDamageTwoOnUsageErrors() throws {
+        let (directory, _) = try makeWAL()
+        var run = try tool(["verify", directory])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.text.contains("clean: 3000 records"), run.text)
+
+        let sealed = segmentFiles(directory)[0]
+        let victim = recordLayout(sealed)[100]
+        flipBit(sealed, at: victim.offset + 40)
+        run = try tool(["verify", directory])
+        XCTAssertEqual(run.status, 1)
+        XCTAssertTrue(run.text.contains("corrupt-records in segment 1") && run.text.contains("offset \(victim.offset)")
+                      && run.text.contains("LSNs \(victim.lsn)-\(victim.lsn) lost"), run.text)
+        run = try tool(["verify", directory, "--json"])
+        XCTAssertEqual(run.status, 1)
+        let problems = try XCTUnwrap(run.json["problems"] as? [[String: Any]])
+        XCTAssertEqual(problems.count, 1)
+        XCTAssertEqual(problems.first?["kind"] as? String, "corrupt-records")
+        XCTAssertEqual(problems.first?["offset"] as? Int, victim.offset)
+        XCTAssertEqual(run.json["clean"] as? Bool, false)
+
+        // A torn tail in the newest segment is reported with the LSN before it.
+        let newest = segmentFiles(directory).filter { !recordLayout($0).isEmpty }.last!
+        let last = recordLayout(newest).last!
+        writeBytes(newest, at: last.offset + 30, [UInt8](repeating: 0, count: last.length - 6))
+        run = try tool(["verify", directory])
+        XCTAssertEqual(run.status, 1)
+        XCTAssertTrue(run.text.contains("torn-tail") && run.text.contains("after LSN \(last.lsn - 1)"), run.text)
+
+        run = try tool(["verify", directory + "/missing"])
+        XCTAssertEqual(run.status, 2)
+        XCTAssertEqual(run.stderr.split(separator: "\n").count, 1, run.stderr)
+        run = try tool(["verify"])
+        XCTAssertEqual(run.status, 2, "a missing argument is a usage error")
+        XCTAssertEqual(run.stderr.split(separator: "\n").count, 1, run.stderr)
+    }
+
+    func testVerifyProgressIsPlainLinesOffATerminalAndABarOnOne() throws {
+        let (directory, _) = try makeWAL()
+        let plain = try tool(["verify", directory])
+        XCTAssertTrue(plain.stderr.contains("verify: 100%"), plain.stderr)
+        XCTAssertFalse(plain.stderr.contains("\r"), "no carriage returns in logs")
+        // On a terminal: script(1) gives the tool a pseudo-terminal.
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/script") else { throw XCTSkip("script(1) from util-linux is missing") }
+        let tty = try tool(["-qec", "\(builtExecutable("signalwal")) verify \(directory)", "/dev/null"], executable: "/usr/bin/script")
+        XCTAssertEqual(tty.status, 0, tty.stderr)
+        XCTAssertTrue(tty.text.contains("\rverify [") && tty.text.contains("ETA") && tty.text.contains("#"), tty.text)
+    }
+
+    func testDumpPrintsRecordsAsJSONLinesHexAndRaw() throws {
+        let (directory, payloads) = try makeWAL()
+        var run = try tool(["dump", directory])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let lines = run.text.split(separator: "\n")
+        XCTAssertEqual(lines.count, 3000, "records below the checkpoint are still on disk and printed")
+        for (index, line) in lines.enumerated() {
+            let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            XCTAssertEqual(object["lsn"] as? Int, index + 1)
+            XCTAssertEqual(object["size"] as? Int, payloads[index].count)
+            XCTAssertNotNil(object["segment"] as? Int)
+            XCTAssertNotNil(object["offset"] as? Int)
+            XCTAssertNotNil(object["crc"] as? Int)
+            XCTAssertEqual(Data(base64Encoded: object["payload"] as? String ?? "").map { [UInt8]($0) }, payloads[index], "LSN \(index + 1)")
+        }
+        run = try tool(["dump", directory, "--from", "2990", "--limit", "5"])
+        XCTAssertEqual(run.text.split(separator: "\n").compactMap { line -> Int? in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["lsn"] as? Int
+        }, [2990, 2991, 2992, 2993, 2994])
+        run = try tool(["dump", directory, "--from", "1234", "--limit", "1", "--format", "raw"])
+        XCTAssertEqual(run.stdout, payloads[1233])
+        run = try tool(["dump", directory, "--from", "7", "--limit", "1", "--format", "hex"])
+        XCTAssertTrue(run.text.hasPrefix("lsn 7 segment 1 offset "), run.text)
+        XCTAssertTrue(run.text.contains(payloads[6].prefix(4).map { String(format: "%02x", $0) }.joined(separator: " ")), run.text)
+        run = try tool(["dump", directory, "--format", "xml"])
+        XCTAssertEqual(run.status, 2)
+    }
+
+    func testAppendAcknowledgesEachLineWithItsLSNUnderEachPolicy() throws {
+        for (policy, backend) in [("group", "uring"), ("interval:10ms", "mmap"), ("none", "uring")] {
+            let directory = makeTemporaryDirectory(self)
+            // Empty lines, bytes that are not UTF-8, and a last line without a newline.
+            var lines: [[UInt8]] = (1...500).map { Array("line \($0) \(String(repeating: "x", count: $0 % 50))".utf8) }
+            lines[10] = []
+            lines[20] = [0xFF, 0xFE, 0x00, 0x80]
+            let input = lines.map { $0 + [UInt8(ascii: "\n")] }.joined().dropLast()
+            let run = try tool(["append", directory, "--policy", policy, "--backend", backend], input: Array(input))
+            XCTAssertEqual(run.status, 0, run.stderr)
+            XCTAssertEqual(run.stderr, "", "nothing on standard error when all goes well")
+            var lsnOfLine: [Int: LSN] = [:]
+            for line in run.text.split(separator: "\n") {
+                let fields = line.split(separator: "\t")
+                XCTAssertEqual(fields.count, 2, String(line))
+                lsnOfLine[Int(fields[0])!] = LSN(fields[1])!
+            }
+            XCTAssertEqual(Set(lsnOfLine.keys), Set(1...500), policy)
+            XCTAssertEqual(Set(lsnOfLine.values).count, 500, "distinct LSNs")
+            let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+            let records = Dictionary(uniqueKeysWithValues: readAll(wal).map { ($0.lsn, $0.payload) })
+            for (number, lsn) in lsnOfLine { XCTAssertEqual(records[lsn], lines[number - 1], "\(policy): line \(number)") }
+            try wal.close()
+        }
+        let bad = try tool(["append", makeTemporaryDirectory(self), "--policy", "sometimes"])
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertTrue(bad.stderr.contains("--policy"), bad.stderr)
+        XCTAssertEqual(bad.stderr.split(separator: "\n").count, 1, bad.stderr)
+    }
+
+    func testBadPathsGetOneClearLineAndStatusTwo() throws {
+        let base = makeTemporaryDirectory(self)
+        try FileSystem.createDirectories(base + "/empty")
+        FileManager.default.createFile(atPath: base + "/file", contents: Data([1]))
+        for (path, expected) in [(base + "/missing", "no such directory"), (base + "/file", "not a wal directory"),
+                                 (base + "/empty", "holds no wal")] {
+            for command in ["inspect", "verify", "dump"] {
+                let run = try tool([command, path])
+                XCTAssertEqual(run.status, 2, "\(command) \(path)")
+                XCTAssertEqual(run.stderr.split(separator: "\n").count, 1, run.stderr)
+                XCTAssertTrue(run.stderr.lowercased().contains(expected) && run.stderr.contains(path), "\(command): \(run.stderr)")
+            }
+        }
+        // A lock held by another process: append names its PID.
+        let (directory, _) = try makeWAL()
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        let locked = try tool(["append", directory], input: Array("x\n".utf8))
+        try wal.close()
+        XCTAssertEqual(locked.status, 2)
+        XCTAssertTrue(locked.stderr.contains("PID \(getpid())"), locked.stderr)
+        // A format this build does not read: a valid header with version 99.
+        let first = segmentFiles(directory)[0]
+        var header = readBytes(first, at: 0, count: Format.segmentHeaderSize)
+        header.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: UInt32(99).littleEndian, toByteOffset: 8, as: UInt32.self)
+            raw.storeBytes(of: CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<60])).littleEndian, toByteOffset: 60, as: UInt32.self)
+        }
+        writeBytes(first, at: 0, header)
+        let newer = try tool(["inspect", directory])
+        XCTAssertEqual(newer.status, 2)
+        XCTAssertTrue(newer.stderr.contains("format 99") && newer.stderr.contains(first), newer.stderr)
+    }
+
+    func testPermissionDeniedNamesTheUIDAndMode() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            throw XCTSkip("needs root and setpriv(1) to run the tool as another user")
+        }
+        let (directory, _) = try makeWAL()
+        XCTAssertEqual(chmod(directory, 0o700), 0)
+        let run = try tool(["--reuid=65534", "--regid=65534", "--clear-groups", builtExecutable("signalwal"), "inspect", directory],
+                           executable: "/usr/bin/setpriv")
+        XCTAssertEqual(run.status, 2, run.stderr)
+        XCTAssertTrue(run.stderr.contains("uid 65534") && run.stderr.contains("mode 700") && run.stderr.contains(directory), run.stderr)
+        XCTAssertEqual(run.stderr.split(separator: "\n").count, 1, run.stderr)
+    }
+
+    func testBenchIsTheSameHarnessAsSignalWALBench() throws {
+        let run = try tool(["bench", "durable", "--seconds", "0.3", "--dir", makeTemporaryDirectory(self), "--json"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertGreaterThan(run.json["records_per_second"] as? Double ?? 0, 0, run.text)
+    }
+}
+
+private func withRecordsCount(_ segments: [[String: Any]]) -> Int {
+    segments.filter { ($0["records"] as? Int ?? 0) > 0 }.count
+}
+
+extension Data {
+    /// Reads a pipe to its end on another thread, so a child that fills both pipes cannot
+    /// block on the one not being read.
+    final class Sendable: @unchecked Swift.Sendable {
+        // @unchecked: `data` is written once by the reader thread before `done` is signalled.
+        private var data = Data()
+        private let done = DispatchSemaphore(value: 0)
+        init(_ handle: FileHandle) {
+            Thread.detachNewThread { [self] in
+                data = handle.readDataToEndOfFile()
+                done.signal()
+            }
+        }
+        func text() -> String {
+            done.wait()
+            return String(decoding: data, as: UTF8.self)
+        }
+    }
+}
