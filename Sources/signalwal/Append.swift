@@ -29,6 +29,10 @@ struct Append: ParsableCommand {
 
     func run() throws {
         var configuration = Configuration()
+        // An existing WAL keeps the segment size it was written with.
+        if let size = (try? WALDirectory(path: directory))?.writtenSegmentSize() {
+            configuration.segmentSize = size
+        }
         configuration.durability = DurabilityPolicy(argument: policy)!
         configuration.backend = IOBackend(rawValue: backend)!
         // A tool's standard error is for problems, not for the engine's notices.

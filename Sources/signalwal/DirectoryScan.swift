@@ -78,8 +78,12 @@ struct DirectoryScan {
     var problems: [Problem] {
         var result = segments.flatMap { segment in
             segment.damage.map { damage in
-                Problem(kind: damage.kind.rawValue, segment: damage.segment, file: segment.path, offset: damage.offset,
-                        length: damage.length, afterLSN: damage.afterLSN, beforeLSN: damage.beforeLSN, detail: damage.detail)
+                // Recovery copies a corrupt stretch here the first time it meets it.
+                let copy = directory.path + "/" + Format.quarantineDirectoryName + "/"
+                    + Format.quarantineFileName(sequence: damage.segment, offset: damage.offset)
+                return Problem(kind: damage.kind.rawValue, segment: damage.segment, file: segment.path, offset: damage.offset,
+                               length: damage.length, afterLSN: damage.afterLSN, beforeLSN: damage.beforeLSN, detail: damage.detail,
+                               quarantined: damage.kind == .corruptRecords && access(copy, F_OK) == 0 ? copy : nil)
             }
         }
         for gap in gaps {
@@ -102,6 +106,8 @@ struct DirectoryScan {
         /// The first good record after it, in the same segment.
         var beforeLSN: LSN?
         var detail: String
+        /// Where recovery already set these bytes aside, if it has.
+        var quarantined: String? = nil
 
         /// One line for people.
         var line: String {
@@ -113,7 +119,7 @@ struct DirectoryScan {
             case let (nil, before?): text += ", before LSN \(before)"
             default: break
             }
-            return text + ": " + detail
+            return text + ": " + detail + (quarantined.map { " (already quarantined: \($0))" } ?? "")
         }
     }
 }

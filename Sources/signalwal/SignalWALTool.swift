@@ -14,17 +14,19 @@ import SignalWALBench
 struct SignalWALTool: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "signalwal",
-        abstract: "Inspect, verify, dump and append to a SignalWAL write-ahead-log directory.",
+        abstract: "Inspect, verify, dump, append to, back up, restore and repair a SignalWAL write-ahead-log directory.",
         discussion: """
         A WAL directory holds fixed-size segment files (segment-000001.wal, ...), a .checkpoint \
         (the highest LSN every consumer has processed), a .lock held by the process writing it, \
         and quarantine/ for damaged bytes recovery set aside. inspect, verify and dump only read: \
         they never take the lock and are safe while a service writes the directory (the newest \
-        record may then still be mid-write). append opens the WAL for writing and needs the lock.
+        record may then still be mid-write); so is backup. append and repair --apply open the WAL \
+        and need its lock.
 
-        Exit status: 0 success, 1 damage found (verify) or input refused (append), 2 usage or I/O error.
+        Exit status: 0 success, 1 damage found (verify, backup, restore) or input refused \
+        (append), 2 usage or I/O error.
         """,
-        subcommands: [Inspect.self, Verify.self, Dump.self, Append.self, Bench.self])
+        subcommands: [Inspect.self, Verify.self, Dump.self, Append.self, Backup.self, Restore.self, Repair.self, Bench.self])
 
     static func main() {
         do {

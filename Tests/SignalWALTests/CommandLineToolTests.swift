@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import XCTest
+import SignalWALWorkload
 @testable import SignalWAL
 
 /// Runs the built `signalwal` binary as an operator would, against WALs made by the engine.
@@ -226,6 +227,106 @@ final class CommandLineToolTests: XCTestCase {
         XCTAssertEqual(run.status, 2, run.stderr)
         XCTAssertTrue(run.stderr.contains("uid 65534") && run.stderr.contains("mode 700") && run.stderr.contains(directory), run.stderr)
         XCTAssertEqual(run.stderr.split(separator: "\n").count, 1, run.stderr)
+    }
+
+    func testHotBackupHoldsEveryRecordAcknowledgedBeforeItBeganAndRestores() throws {
+        // A consumer that does not checkpoint during the run: every record acknowledged before
+        // the backup began must be in it, byte for byte.
+        try backupWhileAppending(options: ["checkpoint-ms=5000"], everyAckAboveCheckpoint: true)
+        // A lagging consumer checkpointing every 20 ms, so segments are consumed and recycled
+        // while the backup copies: the copy must still be consistent (verifies clean, LSNs
+        // contiguous above its checkpoint, reaching past every earlier acknowledgement).
+        try backupWhileAppending(options: ["checkpoint-ms=20"], everyAckAboveCheckpoint: false)
+    }
+
+    private func backupWhileAppending(options: [String], everyAckAboveCheckpoint: Bool) throws {
+        let source = makeTemporaryDirectory(self)
+        let seed = UInt64.random(in: 1 ... .max)
+        let child = try AppendingChild(directory: source, seed: seed, threads: 4, options: options)
+        XCTAssertNotNil(child.waitForLine(startingWith: "ack", timeout: .seconds(10)))
+        usleep(400_000)
+        let before = child.acks
+        XCTAssertGreaterThan(before.count, 100)
+        let base = makeTemporaryDirectory(self)
+        try FileSystem.createDirectories(base)
+        let backups = [base + "/backup", base + "/backup.tar"]
+        for destination in backups {
+            let run = try tool(["backup", source, destination])
+            XCTAssertEqual(run.status, 0, run.stderr + run.text)
+            XCTAssertTrue(run.text.hasPrefix("backed up LSNs "), run.text)
+        }
+        child.kill()
+
+        for (index, backup) in backups.enumerated() {
+            let restored = base + "/restored-\(index)"
+            let run = try tool(["restore", backup, restored, "--owner", "1000:1000"])
+            XCTAssertEqual(run.status, 0, run.stderr + run.text)
+            XCTAssertTrue(run.text.hasPrefix("restored LSNs "), run.text)
+            var st = stat()
+            XCTAssertEqual(stat(segmentFiles(restored)[0], &st), 0)
+            XCTAssertEqual(st.st_uid, 1000)
+            XCTAssertEqual(try tool(["verify", restored]).status, 0)
+            let wal = try WAL.open(directory: restored, configuration: testConfiguration())
+            XCTAssertTrue(wal.recoveryReport.damage.isEmpty, "\(wal.recoveryReport)")
+            let restoredRecords = Array(wal.records(from: wal.checkpointLSN + 1))
+            XCTAssertEqual(restoredRecords.map(\.lsn), Array((wal.checkpointLSN + 1)..<(wal.checkpointLSN + 1 + LSN(restoredRecords.count))),
+                           "\(options): contiguous above the checkpoint")
+            XCTAssertGreaterThanOrEqual(restoredRecords.last?.lsn ?? wal.checkpointLSN, before.map(\.lsn).max()!)
+            let records = Dictionary(uniqueKeysWithValues: restoredRecords.map { ($0.lsn, $0.payload) })
+            var checked = 0
+            for ack in before where ack.lsn > wal.checkpointLSN {
+                XCTAssertEqual(records[ack.lsn], Workload.payload(seed: seed, thread: ack.thread, index: ack.index),
+                               "\(backup): record \(ack.lsn), acknowledged before the backup began")
+                checked += 1
+            }
+            if everyAckAboveCheckpoint { XCTAssertEqual(checked, before.count, "\(options): nothing was consumed, so every record is checked") }
+            try wal.close()
+        }
+        // A destination that exists is refused; so is restoring over a non-empty directory.
+        var run = try tool(["backup", source, backups[0]])
+        XCTAssertEqual(run.status, 2)
+        XCTAssertTrue(run.stderr.contains("exists") && run.stderr.contains(backups[0]), run.stderr)
+        run = try tool(["restore", backups[0], base + "/restored-0"])
+        XCTAssertEqual(run.status, 2)
+        XCTAssertTrue(run.stderr.contains("not empty") && run.stderr.contains("--force"), run.stderr)
+        run = try tool(["restore", backups[1], base + "/restored-0", "--force"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+    }
+
+    func testRepairDryRunChangesNothingAndApplyQuarantinesAndTruncates() throws {
+        let (directory, _) = try makeWAL()
+        let sealed = segmentFiles(directory)[0]
+        let victim = recordLayout(sealed)[50]
+        flipBit(sealed, at: victim.offset + 30)
+        let newest = segmentFiles(directory).filter { !recordLayout($0).isEmpty }.last!
+        let last = recordLayout(newest).last!
+        writeBytes(newest, at: last.offset + 28, [UInt8](repeating: 0, count: last.length - 4))
+        let snapshot = segmentFiles(directory).map { readBytes($0, at: 0, count: 1 << 20) }
+
+        var run = try tool(["repair", directory])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.text.contains("quarantine: copy") && run.text.contains("truncate: zero") && run.text.contains("dry run"), run.text)
+        XCTAssertEqual(segmentFiles(directory).map { readBytes($0, at: 0, count: 1 << 20) }, snapshot, "a dry run changes nothing")
+        XCTAssertTrue(quarantineFiles(directory).isEmpty)
+
+        // Not while the WAL is open elsewhere.
+        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        run = try tool(["repair", directory, "--apply"])
+        XCTAssertEqual(run.status, 2)
+        XCTAssertTrue(run.stderr.contains("PID \(getpid())"), run.stderr)
+        try wal.close()
+        // The open above was recovery too; start from the damaged copy again.
+        for (path, bytes) in zip(segmentFiles(directory), snapshot) { writeBytes(path, at: 0, bytes) }
+        try? FileManager.default.removeItem(atPath: directory + "/quarantine")
+
+        run = try tool(["repair", directory, "--apply"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.text.contains("1 torn tail truncated") && run.text.contains("1 file quarantined"), run.text)
+        XCTAssertEqual(quarantineFiles(directory), [Format.quarantineFileName(sequence: 1, offset: victim.offset)])
+        run = try tool(["verify", directory])
+        XCTAssertEqual(run.status, 1, "the lost LSN stays lost and reported")
+        XCTAssertFalse(run.text.contains("torn-tail"), run.text)
+        XCTAssertTrue(run.text.contains("LSNs \(victim.lsn)-\(victim.lsn) lost") && run.text.contains("already quarantined"), run.text)
     }
 
     func testBenchIsTheSameHarnessAsSignalWALBench() throws {

@@ -45,6 +45,20 @@ public struct WALDirectory: Sendable {
         }.sorted { $0.sequence < $1.sequence }
     }
 
+    /// The segment size the WAL was written with, from the first segment header that decodes
+    /// (nil when none does), so tools open a WAL as it is rather than with the default size.
+    public func writtenSegmentSize() -> Int? {
+        for file in (try? segmentFiles()) ?? [] {
+            guard let handle = try? OpenFile.open(file.path, writable: false) else { continue }
+            defer { handle.closeQuietly() }
+            var bytes = [UInt8](repeating: 0, count: Format.segmentHeaderSize)
+            guard (try? bytes.withUnsafeMutableBytes({ try handle.read(into: $0, at: 0) })) == bytes.count,
+                  case .success(let header) = bytes.withUnsafeBytes({ SegmentHeader.decode($0) }) else { continue }
+            return Int(header.segmentSize)
+        }
+        return nil
+    }
+
     /// What the `.checkpoint` file says.
     public enum CheckpointState: Sendable, Equatable {
         case found(LSN)

@@ -1,0 +1,99 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SignalWAL
+
+/// The few file operations backup and restore need, each throwing a ``WALError`` that names the
+/// path, the errno and what to do.
+enum Files {
+    static func error(_ operation: String, _ path: String, _ code: Int32 = errno) -> WALError {
+        let kind: WALError.Kind
+        let hint: String
+        switch code {
+        case ENOSPC, EDQUOT: (kind, hint) = (.outOfSpace, "The destination's filesystem is full: free space or choose another destination.")
+        case EACCES, EPERM: (kind, hint) = (.permissionDenied, "This process (uid \(getuid())) may not write there: choose another destination or fix its permissions.")
+        case ENOENT: (kind, hint) = (.notFound, "A directory on the way does not exist: create it first.")
+        default: (kind, hint) = (.io, "Check the path and the filesystem it is on.")
+        }
+        return WALError(kind, path: path, operation: operation, errno: code, hint: hint)
+    }
+
+    /// A new file (refusing to replace one), written whole, extended to `size` (sparse), fsynced.
+    static func create(_ path: String, writing chunks: [UnsafeRawBufferPointer], size: Int? = nil, mode: mode_t = 0o644) throws {
+        let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw error("create", path) }
+        defer { close(fd) }
+        var offset = 0
+        for chunk in chunks {
+            var done = 0
+            while done < chunk.count {
+                let n = pwrite(fd, chunk.baseAddress! + done, chunk.count - done, off_t(offset + done))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw error("write", path) }
+                done += n
+            }
+            offset += chunk.count
+        }
+        if let size, size > offset { guard ftruncate(fd, off_t(size)) == 0 else { throw error("ftruncate", path) } }
+        guard fsync(fd) == 0 else { throw error("fsync", path) }
+    }
+
+    static func readAll(_ path: String, limit: Int? = nil) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw error("open", path) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw error("fstat", path) }
+        let count = min(Int(st.st_size), limit ?? .max)
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(done)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw error("read", path) }
+            done += n
+        }
+        return bytes
+    }
+
+    static func makeDirectory(_ path: String) throws {
+        guard mkdir(path, 0o755) == 0 else { throw error("mkdir", path) }
+    }
+
+    static func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw error("open", path) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw error("fsync", path) }
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    static func list(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw error("opendir", path) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// `rm -rf` for a directory this tool made (files and one level of subdirectories).
+    static func removeTree(_ path: String) {
+        for name in (try? list(path)) ?? [] {
+            let child = path + "/" + name
+            if unlink(child) != 0 { removeTree(child) }
+        }
+        rmdir(path)
+    }
+}
