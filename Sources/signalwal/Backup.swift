@@ -99,19 +99,24 @@ struct Backup: ParsableCommand {
     }
 
     private func writeTar(from staging: String, ends: [String: Int], to destination: String) throws {
-        var archive: [UInt8] = []
-        for name in try Files.list(staging) {
-            var bytes = try Files.readAll(staging + "/" + name)
-            // Segments are stored up to their last record; restore extends them again.
-            if let end = ends[name] { bytes = Array(bytes.prefix(end)) }
-            archive += Tar.header(name: name, size: bytes.count)
-            archive += bytes
-            archive += [UInt8](repeating: 0, count: (Tar.block - bytes.count % Tar.block) % Tar.block)
-        }
-        archive += [UInt8](repeating: 0, count: 2 * Tar.block)
         let temporary = destination + ".tmp-\(getpid())"
-        try archive.withUnsafeBytes { try Files.create(temporary, writing: [$0]) }
-        guard rename(temporary, destination) == 0 else { unlink(temporary); throw Files.error("rename", destination) }
+        do {
+            // One file at a time: an archive can be larger than memory.
+            let archive = try Files.Writer(creating: temporary)
+            for name in try Files.list(staging) {
+                // Segments are stored up to their last record; restore extends them again.
+                let bytes = try Files.readAll(staging + "/" + name, limit: ends[name])
+                try archive.write(Tar.header(name: name, size: bytes.count))
+                try archive.write(bytes)
+                try archive.write([UInt8](repeating: 0, count: (Tar.block - bytes.count % Tar.block) % Tar.block))
+            }
+            try archive.write([UInt8](repeating: 0, count: 2 * Tar.block))
+            try archive.sync()
+            guard rename(temporary, destination) == 0 else { throw Files.error("rename", destination) }
+        } catch {
+            unlink(temporary)
+            throw error
+        }
         let parent = destination.contains("/") ? String(destination[..<destination.lastIndex(of: "/")!]) : "."
         try Files.syncDirectory(parent.isEmpty ? "/" : parent)
     }

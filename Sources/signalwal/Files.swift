@@ -38,6 +38,52 @@ enum Files {
         guard fsync(fd) == 0 else { throw error("fsync", path) }
     }
 
+    /// A new file written front to back in pieces, then fsynced: for archives larger than memory.
+    final class Writer {
+        let path: String
+        private let fd: Int32
+        private var offset = 0
+
+        init(creating path: String) throws {
+            self.path = path
+            fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw Files.error("create", path) }
+        }
+
+        deinit { close(fd) }
+
+        func write(_ bytes: [UInt8]) throws {
+            var done = 0
+            while done < bytes.count {
+                let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset + done)) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw Files.error("write", path) }
+                done += n
+            }
+            offset += bytes.count
+        }
+
+        func sync() throws {
+            guard fsync(fd) == 0 else { throw Files.error("fsync", path) }
+        }
+    }
+
+    /// Exactly `count` bytes at `offset`.
+    static func read(_ path: String, at offset: Int, count: Int) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw error("open", path) }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset + done)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw error("read", path, n == 0 ? EIO : errno) }
+            done += n
+        }
+        return bytes
+    }
+
     static func readAll(_ path: String, limit: Int? = nil) throws -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw error("open", path) }

@@ -71,14 +71,20 @@ struct Restore: ParsableCommand {
             let parts = text.split(separator: ":")
             return (uid_t(parts[0])!, gid_t(parts[1])!)
         }
+        // One file at a time: a backup can be far larger than memory.
         for entry in entries {
             let path = directory + "/" + entry.name
+            var bytes = try Files.read(entry.source, at: entry.offset, count: entry.size)
+            // Segments are stored sparse: write up to the last non-zero byte, then extend.
+            if Format.segmentSequence(fromFileName: entry.name) != nil {
+                bytes.removeSubrange(((bytes.lastIndex { $0 != 0 } ?? -1) + 1)...)
+            }
             var size: Int?
             if Format.segmentSequence(fromFileName: entry.name) != nil,
-               case .success(let header) = entry.bytes.withUnsafeBytes({ SegmentHeader.decode($0) }) {
+               case .success(let header) = bytes.withUnsafeBytes({ SegmentHeader.decode($0) }) {
                 size = Int(header.segmentSize)
             }
-            try entry.bytes.withUnsafeBytes { try Files.create(path, writing: [$0], size: size) }
+            try bytes.withUnsafeBytes { try Files.create(path, writing: [$0], size: size) }
             if let (uid, gid) = ownerIDs, chown(path, uid, gid) != 0 { throw Files.error("chown", path) }
         }
         if let (uid, gid) = ownerIDs, chown(directory, uid, gid) != 0 { throw Files.error("chown", directory) }
@@ -96,25 +102,27 @@ struct Restore: ParsableCommand {
         }
     }
 
-    private func directoryEntries() throws -> [(name: String, bytes: [UInt8])] {
+    /// Where each file to restore is: (name, file to read, offset, size).
+    typealias Entry = (name: String, source: String, offset: Int, size: Int)
+
+    private func directoryEntries() throws -> [Entry] {
         try Files.list(backup).filter { Format.segmentSequence(fromFileName: $0) != nil || $0 == Format.checkpointFileName }.map { name in
-            var bytes = try Files.readAll(backup + "/" + name)
-            // Sparse segments: write only up to the last non-zero byte; the size is restored after.
-            if Format.segmentSequence(fromFileName: name) != nil, let last = bytes.lastIndex(where: { $0 != 0 }) {
-                bytes.removeSubrange((last + 1)...)
-            }
-            return (name, bytes)
+            var st = stat()
+            guard stat(backup + "/" + name, &st) == 0 else { throw Files.error("stat", backup + "/" + name) }
+            return (name, backup + "/" + name, 0, Int(st.st_size))
         }
     }
 
-    private func tarEntries() throws -> [(name: String, bytes: [UInt8])] {
-        let archive = try Files.readAll(backup)
-        var entries: [(String, [UInt8])] = []
+    private func tarEntries() throws -> [Entry] {
+        var st = stat()
+        guard stat(backup, &st) == 0 else { throw Files.error("stat", backup) }
+        let length = Int(st.st_size)
+        var entries: [Entry] = []
         var offset = 0
-        while offset + Tar.block <= archive.count {
-            guard let (name, size) = try Tar.parse(Array(archive[offset..<offset + Tar.block]), path: backup) else { break }
+        while offset + Tar.block <= length {
+            guard let (name, size) = try Tar.parse(try Files.read(backup, at: offset, count: Tar.block), path: backup) else { break }
             offset += Tar.block
-            guard offset + size <= archive.count else {
+            guard offset + size <= length else {
                 throw WALError(.corruptHeader, path: backup, operation: "restore", hint: "The archive is cut short inside \(name): it is incomplete.")
             }
             // Plain names only: nothing may land outside DIR.
@@ -122,7 +130,7 @@ struct Restore: ParsableCommand {
                 throw WALError(.invalidArgument, path: backup, operation: "restore", hint: "The archive holds \(name), which is not a WAL file name: refusing it.")
             }
             if Format.segmentSequence(fromFileName: name) != nil || name == Format.checkpointFileName {
-                entries.append((name, Array(archive[offset..<offset + size])))
+                entries.append((name, backup, offset, size))
             }
             offset += (size + Tar.block - 1) / Tar.block * Tar.block
         }
