@@ -50,8 +50,15 @@ sanitize: deps
 # A crash leaves its input in .build-fuzz/artifacts/ and fails the target.
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS = -max_len=65536 -timeout=10 -rss_limit_mb=4096
+# The sanitizer flags go to swiftc directly as well: with CI=true in the environment, SwiftPM's
+# --sanitize instrumented only the Fuzz package's own target, not SignalWAL (219 coverage
+# counters instead of ~25,000), so the fuzzer ran blind. The check below fails the build if
+# that ever happens again.
 fuzz: deps
-	cd Fuzz && swift build -c debug --product signalwal-fuzz --sanitize=fuzzer --sanitize=address -Xswiftc -parse-as-library --scratch-path ../.build-fuzz
+	cd Fuzz && swift build -c debug --product signalwal-fuzz --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library --scratch-path ../.build-fuzz
+	@counters=$$(.build-fuzz/debug/signalwal-fuzz -runs=0 Fuzz/corpus/seed-0 2>&1 | sed -n 's/.*Loaded 1 modules *(\([0-9]*\) inline.*/\1/p'); \
+	  if [ "$${counters:-0}" -lt 5000 ]; then echo "signalwal-fuzz has only $${counters:-0} coverage counters: SignalWAL was not instrumented"; exit 1; fi; \
+	  echo "signalwal-fuzz: $$counters coverage counters"
 	mkdir -p .build-fuzz/corpus .build-fuzz/artifacts
 	.build-fuzz/debug/signalwal-fuzz .build-fuzz/corpus Fuzz/corpus $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.build-fuzz/artifacts/ -print_final_stats=1
 

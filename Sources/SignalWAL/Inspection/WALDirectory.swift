@@ -173,27 +173,43 @@ public struct WALDirectory: Sendable {
         let handle = try OpenFile.open(file.path, writable: false)
         defer { handle.closeQuietly() }
         let size = try handle.size()
-        var summary = SegmentSummary(sequence: file.sequence, path: file.path, fileSize: size)
+        guard size >= Format.segmentHeaderBlock else {
+            var summary = SegmentSummary(sequence: file.sequence, path: file.path, fileSize: size)
+            summary.damage.append(ScannedDamage(kind: .corruptHeader, segment: file.sequence, offset: 0, length: size, afterLSN: nil,
+                                                beforeLSN: nil, detail: "the file is \(size) bytes, shorter than a segment header block"))
+            return summary
+        }
+        let mapping = try MappedRegion(file: handle, length: size, writable: false, readahead: true)
+        return try Self.scan(image: mapping.bytes, sequence: file.sequence, path: file.path, checkSize: true, visit: visit, progress: progress)
+    }
+
+    /// ``scan(_:visit:progress:)`` over bytes already in memory: a segment file's image. With
+    /// `checkSize` false, an image shorter or longer than its header's segment size is scanned
+    /// as it is (the recovery fuzzer feeds arbitrary lengths this way).
+    public static func scan(image bytes: UnsafeRawBufferPointer, sequence: UInt64, path: String, checkSize: Bool,
+                            visit: (ScannedRecord, UnsafeRawBufferPointer) -> Bool = { _, _ in true },
+                            progress: (Int) -> Void = { _ in }) throws -> SegmentSummary {
+        let size = bytes.count
+        var summary = SegmentSummary(sequence: sequence, path: path, fileSize: size)
         func headerDamage(_ detail: String) -> SegmentSummary {
-            summary.damage.append(ScannedDamage(kind: .corruptHeader, segment: file.sequence, offset: 0, length: min(size, Format.segmentHeaderBlock),
+            summary.damage.append(ScannedDamage(kind: .corruptHeader, segment: sequence, offset: 0, length: min(size, Format.segmentHeaderBlock),
                                                 afterLSN: nil, beforeLSN: nil, detail: detail))
             return summary
         }
         guard size >= Format.segmentHeaderBlock else { return headerDamage("the file is \(size) bytes, shorter than a segment header block") }
-        let mapping = try MappedRegion(file: handle, length: size, writable: false, readahead: true)
         let header: SegmentHeader
-        switch SegmentHeader.decode(mapping.slice(0, Format.segmentHeaderSize)) {
+        switch SegmentHeader.decode(UnsafeRawBufferPointer(rebasing: bytes[0..<Format.segmentHeaderSize])) {
         case .success(let decoded): header = decoded
         case .failure(.unsupportedVersion(let version)):
-            throw WALError(.unsupportedVersion(found: version, supported: Format.version), path: file.path, operation: "read",
+            throw WALError(.unsupportedVersion(found: version, supported: Format.version), path: path, operation: "read",
                            hint: "The segment was written by a newer SignalWAL (format \(version)); this build reads format \(Format.version). Use the newer version.")
         case .failure(let failure): return headerDamage("the segment header is corrupt (\(failure))")
         }
-        guard Int(header.segmentSize) == size else {
+        guard !checkSize || Int(header.segmentSize) == size else {
             return headerDamage("the header says \(header.segmentSize) bytes, the file has \(size)")
         }
         summary.header = header
-        var scanner = SegmentScanner(bytes: mapping.bytes, epoch: header.epoch, maxPayload: Format.largestPayload(segmentSize: size))
+        var scanner = SegmentScanner(bytes: bytes, epoch: header.epoch, maxPayload: Format.largestPayload(segmentSize: size))
         var pendingDamage: ScannedDamage?
         var lastReported = 0
         while let event = scanner.next() {
@@ -209,20 +225,21 @@ public struct WALDirectory: Sendable {
                 if summary.firstLSN == nil { summary.firstLSN = record.lsn }
                 summary.lastLSN = record.lsn
                 summary.endOffset = offset + Format.recordSpan(payloadLength: Int(record.length))
-                let scanned = ScannedRecord(segment: file.sequence, offset: offset, lsn: record.lsn, length: Int(record.length), crc: record.crc)
-                if !visit(scanned, mapping.slice(offset + Format.recordHeaderSize, Int(record.length))) { return summary }
+                let scanned = ScannedRecord(segment: sequence, offset: offset, lsn: record.lsn, length: Int(record.length), crc: record.crc)
+                let payloadStart = offset + Format.recordHeaderSize
+                if !visit(scanned, UnsafeRawBufferPointer(rebasing: bytes[payloadStart..<payloadStart + Int(record.length)])) { return summary }
                 if summary.endOffset - lastReported >= 1 << 20 {
                     progress(summary.endOffset)
                     lastReported = summary.endOffset
                 }
             case .damaged(let offset, let length, _, let allZero):
-                pendingDamage = ScannedDamage(kind: .corruptRecords, segment: file.sequence, offset: offset, length: length,
+                pendingDamage = ScannedDamage(kind: .corruptRecords, segment: sequence, offset: offset, length: length,
                                               afterLSN: summary.lastLSN, beforeLSN: nil,
                                               detail: allZero ? "zeroed bytes between records" : "bytes that are not a valid record")
             case .end(let offset, let torn):
                 if torn {
-                    let zeroFrom = mapping.bytes[offset...].lastIndex { $0 != 0 }.map { $0 + 1 } ?? offset
-                    summary.damage.append(ScannedDamage(kind: .tornTail, segment: file.sequence, offset: offset, length: zeroFrom - offset,
+                    let zeroFrom = bytes[offset...].lastIndex { $0 != 0 }.map { $0 + 1 } ?? offset
+                    summary.damage.append(ScannedDamage(kind: .tornTail, segment: sequence, offset: offset, length: zeroFrom - offset,
                                                         afterLSN: summary.lastLSN, beforeLSN: nil,
                                                         detail: "a partial record at the end (a write cut short)"))
                 }
