@@ -42,27 +42,12 @@ struct Backup: ParsableCommand {
             let name = String(file.path.split(separator: "/").last!)
             guard let block = try? Files.readAll(file.path, limit: Format.segmentHeaderBlock), block.count == Format.segmentHeaderBlock,
                   case .success(let header) = block.withUnsafeBytes({ SegmentHeader.decode($0) }) else { continue }
-            // The copy: the header block, then each valid record at its own offset (damaged
-            // stretches of the source stay zero), rebuilt from the validated fields so it is
-            // byte for byte what was on disk.
-            var image = block
-            let summary = try wal.scan(file, visit: { record, payload in
-                let end = record.offset + Format.recordSpan(payloadLength: record.length)
-                if image.count < end { image += [UInt8](repeating: 0, count: end - image.count) }
-                image.withUnsafeMutableBytes { raw in
-                    RecordHeader(length: UInt32(record.length), crc: record.crc, lsn: record.lsn, epoch: header.epoch)
-                        .store(to: UnsafeMutableRawBufferPointer(rebasing: raw[record.offset..<record.offset + Format.recordHeaderSize]))
-                    if record.length > 0 {
-                        (raw.baseAddress! + record.offset + Format.recordHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: record.length)
-                    }
-                }
-                return true
-            })
-            // A file recycled between reading its header and scanning it is skipped: its
-            // records were all consumed.
-            guard summary.header == header, summary.records > 0, let lastLSN = summary.lastLSN else { continue }
-            try image.withUnsafeBytes { try Files.create(staging + "/" + name, writing: [$0], size: Int(header.segmentSize)) }
-            copied.append((name, lastLSN, summary.endOffset))
+            guard let snapshot = try snapshot(file, wal: wal, block: block, header: header) else { continue }
+            try snapshot.image.withUnsafeBytes { try Files.create(staging + "/" + name, writing: [$0], size: Int(header.segmentSize)) }
+            copied.append((name, snapshot.lastLSN, snapshot.image.count))
+            // Everything after a stretch that was still being written was appended after it:
+            // the backup ends there, so it never holds a gap.
+            if snapshot.cut { break }
         }
 
         // 2. The checkpoint, last: every record a recycled segment held is at or below it.
@@ -96,6 +81,55 @@ struct Backup: ParsableCommand {
             for problem in problems { print("source damage: " + problem.line) }
             throw ExitCode(1)
         }
+    }
+
+    /// A consistent copy of one segment: the header block, then each valid record at its own
+    /// offset, rebuilt from the validated fields so it is byte for byte what was on disk.
+    ///
+    /// Reading a file while it is written is not atomic: a page read before a record landed
+    /// and a later page read after the next ones did look like a zeroed stretch with records
+    /// after it. So a segment with such a stretch is scanned again (up to three times, 20 ms
+    /// apart): damage that stays put is real and reported, and every valid record around it is
+    /// copied; damage that moves or vanishes is the writer at work, and the copy is cut before
+    /// the first stretch (`cut`). No record acknowledged before the backup began can be there:
+    /// it was on disk, and so in every read, before the backup started, and so was every
+    /// record before it.
+    private func snapshot(_ file: (sequence: UInt64, path: String), wal: WALDirectory, block: [UInt8],
+                          header: SegmentHeader) throws -> (image: [UInt8], lastLSN: LSN, cut: Bool)? {
+        var previousGaps: [Int]?
+        for attempt in 1...3 {
+            var image = block
+            var records: [(offset: Int, lsn: LSN)] = []
+            let summary = try wal.scan(file, visit: { record, payload in
+                let end = record.offset + Format.recordSpan(payloadLength: record.length)
+                if image.count < end { image += [UInt8](repeating: 0, count: end - image.count) }
+                image.withUnsafeMutableBytes { raw in
+                    RecordHeader(length: UInt32(record.length), crc: record.crc, lsn: record.lsn, epoch: header.epoch)
+                        .store(to: UnsafeMutableRawBufferPointer(rebasing: raw[record.offset..<record.offset + Format.recordHeaderSize]))
+                    if record.length > 0 {
+                        (raw.baseAddress! + record.offset + Format.recordHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: record.length)
+                    }
+                }
+                records.append((record.offset, record.lsn))
+                return true
+            })
+            // A file recycled between reading its header and scanning it is skipped: its
+            // records were all consumed.
+            guard summary.header == header, summary.records > 0, let lastLSN = summary.lastLSN else { return nil }
+            // A torn tail is not copied anyway (only whole records are); gaps between records are
+            // what needs a second look.
+            let gaps = summary.damage.filter { $0.kind == .corruptRecords }.map(\.offset)
+            if gaps.isEmpty || gaps == previousGaps { return (image, lastLSN, false) }
+            if attempt == 3 {
+                let first = gaps[0]
+                let kept = records.filter { $0.offset < first }
+                guard let last = kept.last else { return nil }
+                return (Array(image.prefix(first)), last.lsn, true)
+            }
+            previousGaps = gaps
+            usleep(20_000)
+        }
+        return nil
     }
 
     private func writeTar(from staging: String, ends: [String: Int], to destination: String) throws {

@@ -293,6 +293,23 @@ final class CommandLineToolTests: XCTestCase {
         XCTAssertEqual(run.status, 0, run.stderr)
     }
 
+    func testBackupOfADamagedWALCopiesEveryValidRecordAndReportsTheDamage() throws {
+        let (directory, payloads) = try makeWAL()
+        let sealed = segmentFiles(directory)[0]
+        let victim = recordLayout(sealed)[200]
+        flipBit(sealed, at: victim.offset + 40)
+        let backup = makeTemporaryDirectory(self)
+        let run = try tool(["backup", directory, backup])
+        XCTAssertEqual(run.status, 1, "complete, but the source was damaged")
+        XCTAssertTrue(run.text.contains("source damage: corrupt-records in segment 1") && run.text.contains("LSNs \(victim.lsn)-\(victim.lsn) lost"), run.text)
+        // Damage that stays put is real: every other record is copied, the ones after it too.
+        let wal = try WAL.open(directory: backup, configuration: testConfiguration())
+        let records = readAll(wal, from: 1)
+        XCTAssertEqual(records.map(\.lsn), (1...3000).filter { $0 != victim.lsn })
+        for record in records { XCTAssertEqual(record.payload, payloads[Int(record.lsn) - 1]) }
+        try wal.close()
+    }
+
     func testRepairDryRunChangesNothingAndApplyQuarantinesAndTruncates() throws {
         let (directory, _) = try makeWAL()
         let sealed = segmentFiles(directory)[0]
