@@ -20,7 +20,7 @@ struct SignalWALTool: ParsableCommand {
         (the highest LSN every consumer has processed), a .lock held by the process writing it, \
         and quarantine/ for damaged bytes recovery set aside. inspect, verify and dump only read: \
         they never take the lock and are safe while a service writes the directory (the newest \
-        record may then still be mid-write); so is backup. append and repair --apply open the WAL \
+        records may then still be mid-write); so is backup, which copies around that. append and repair --apply open the WAL \
         and need its lock.
 
         Exit status: 0 success, 1 damage found (verify, backup, restore) or input refused \

@@ -9,8 +9,8 @@ struct Verify: ParsableCommand {
         Read-only and lock-free. On a terminal, standard error shows a progress bar with the rate \
         and the time left; otherwise a plain progress line about once a second. Each problem is \
         reported with its segment, file, offset and the LSNs around it. Run it on a stopped WAL for \
-        an exact answer: on one being written, the newest record may be mid-write and read as a \
-        torn tail.
+        an exact answer: on one being written, the newest records may be mid-write and read as a \
+        torn tail or a zeroed stretch (pages are read at slightly different moments).
 
         Exit status: 0 when clean, 1 when damage was found, 2 for a usage or I/O error.
         """)

@@ -7,8 +7,9 @@ import Glibc
 /// are mapped read-only and scanned with the same scanner recovery uses, so a tool sees each
 /// segment exactly as the next open would.
 ///
-/// On a WAL that is being written, the newest segment's last record may be mid-write and read
-/// as a torn tail; everything before it is exact.
+/// On a WAL that is being written, the newest records may be mid-write: read as a torn tail,
+/// or, because pages are read at slightly different moments, as a zeroed stretch with records
+/// after it. Everything durable before the scan began is exact.
 public struct WALDirectory: Sendable {
     public let path: String
 
