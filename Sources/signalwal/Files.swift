@@ -19,23 +19,11 @@ enum Files {
     }
 
     /// A new file (refusing to replace one), written whole, extended to `size` (sparse), fsynced.
-    static func create(_ path: String, writing chunks: [UnsafeRawBufferPointer], size: Int? = nil, mode: mode_t = 0o644) throws {
-        let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw error("create", path) }
-        defer { close(fd) }
-        var offset = 0
-        for chunk in chunks {
-            var done = 0
-            while done < chunk.count {
-                let n = pwrite(fd, chunk.baseAddress! + done, chunk.count - done, off_t(offset + done))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw error("write", path) }
-                done += n
-            }
-            offset += chunk.count
-        }
-        if let size, size > offset { guard ftruncate(fd, off_t(size)) == 0 else { throw error("ftruncate", path) } }
-        guard fsync(fd) == 0 else { throw error("fsync", path) }
+    static func create(_ path: String, writing chunks: [UnsafeRawBufferPointer], size: Int? = nil) throws {
+        let file = try Writer(creating: path)
+        for chunk in chunks { try file.write(chunk) }
+        if let size { try file.extend(to: size) }
+        try file.sync()
     }
 
     /// A new file written front to back in pieces, then fsynced: for archives larger than memory.
@@ -53,14 +41,24 @@ enum Files {
         deinit { close(fd) }
 
         func write(_ bytes: [UInt8]) throws {
+            try bytes.withUnsafeBytes { try write($0) }
+        }
+
+        func write(_ bytes: UnsafeRawBufferPointer) throws {
             var done = 0
             while done < bytes.count {
-                let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset + done)) }
+                let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { throw Files.error("write", path) }
                 done += n
             }
             offset += bytes.count
+        }
+
+        /// Extends the file to `size` without writing: the rest reads as zeros (a sparse tail).
+        func extend(to size: Int) throws {
+            guard size > offset else { return }
+            guard ftruncate(fd, off_t(size)) == 0 else { throw Files.error("ftruncate", path) }
         }
 
         func sync() throws {
