@@ -48,12 +48,6 @@ public func maxResidentBytes() -> Int {
     return Int(usage.ru_maxrss) * 1024
 }
 
-func monotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-}
-
 /// Percentile of sorted samples (nearest rank).
 func percentile(_ sorted: [UInt64], _ fraction: Double) -> UInt64 {
     guard !sorted.isEmpty else { return 0 }

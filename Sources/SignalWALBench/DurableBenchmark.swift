@@ -105,7 +105,7 @@ public struct DurableBenchmark: Sendable {
                 latencies.reserveCapacity(sampleLimit)
                 var count = 0
                 while !state.stop.load(ordering: .relaxed) {
-                    let started = monotonicNanoseconds()
+                    let started = Workload.monotonicNanoseconds()
                     do {
                         _ = try wal.append(payload)
                     } catch {
@@ -114,7 +114,7 @@ public struct DurableBenchmark: Sendable {
                     }
                     if state.measuring.load(ordering: .relaxed) {
                         count += 1
-                        if latencies.count < sampleLimit { latencies.append(monotonicNanoseconds() - started) }
+                        if latencies.count < sampleLimit { latencies.append(Workload.monotonicNanoseconds() - started) }
                     }
                 }
                 state.results.append((count, latencies))
@@ -127,12 +127,12 @@ public struct DurableBenchmark: Sendable {
         usleep(UInt32(min(1.0, max(0.2, seconds / 5)) * 1_000_000))
         let before = wal.statistics
         let diskBefore = counters?.bytesWritten()
-        let started = monotonicNanoseconds()
+        let started = Workload.monotonicNanoseconds()
         state.measuring.store(true, ordering: .relaxed)
         usleep(UInt32(seconds * 1_000_000))
         state.stop.store(true, ordering: .relaxed)
         done.wait()
-        let elapsed = Double(monotonicNanoseconds() - started) / 1e9
+        let elapsed = Double(Workload.monotonicNanoseconds() - started) / 1e9
         let after = wal.statistics
         try wal.close()
         let diskAfter = counters?.bytesWritten()
@@ -201,17 +201,17 @@ public struct ReplayBenchmark: Sendable {
             }
             try wal.close()
         }
-        let openStarted = monotonicNanoseconds()
+        let openStarted = Workload.monotonicNanoseconds()
         let wal = try WAL.open(directory: directory, configuration: configuration)
-        let openMs = Double(monotonicNanoseconds() - openStarted) / 1e6
-        let started = monotonicNanoseconds()
+        let openMs = Double(Workload.monotonicNanoseconds() - openStarted) / 1e6
+        let started = Workload.monotonicNanoseconds()
         var records = 0
         var bytes = 0
         for record in wal.records(from: 1) {
             records += 1
             bytes += record.payload.count
         }
-        let seconds = Double(monotonicNanoseconds() - started) / 1e9
+        let seconds = Double(Workload.monotonicNanoseconds() - started) / 1e9
         try wal.close()
         guard records == count else {
             throw WALError(.io, path: directory, operation: "replay", hint: "read \(records) records, wrote \(count)")

@@ -124,8 +124,8 @@ func runDemo() {
     var acks: [Workload.Ack] = []
     var pending = ""
     var buffer = [UInt8](repeating: 0, count: 65536)
-    let started = monotonicMilliseconds()
-    while monotonicMilliseconds() - started < 1500 {
+    let started = Workload.monotonicNanoseconds()
+    while Workload.monotonicNanoseconds() - started < 1_500_000_000 {
         let count = read(pipeEnds[0], &buffer, buffer.count)
         if count <= 0 { break }
         pending += String(decoding: buffer[0..<count], as: UTF8.self)
@@ -164,12 +164,6 @@ func runDemo() {
     } catch {
         fail("\(error)")
     }
-}
-
-func monotonicMilliseconds() -> Int {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Int(now.tv_sec) * 1000 + Int(now.tv_nsec) / 1_000_000
 }
 
 /// Makes the `nth` call of `operation` on a path ending in `pathSuffix` announce itself and wait

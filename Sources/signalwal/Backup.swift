@@ -40,10 +40,8 @@ struct Backup: ParsableCommand {
         var copied: [(name: String, lastLSN: LSN, end: Int)] = []
         for file in try wal.segmentFiles() {
             let name = String(file.path.split(separator: "/").last!)
-            guard let block = try? Files.readAll(file.path, limit: Format.segmentHeaderBlock), block.count == Format.segmentHeaderBlock,
-                  case .success(let header) = block.withUnsafeBytes({ SegmentHeader.decode($0) }) else { continue }
-            guard let snapshot = try snapshot(file, wal: wal, block: block, header: header) else { continue }
-            try snapshot.image.withUnsafeBytes { try Files.create(staging + "/" + name, writing: [$0], size: Int(header.segmentSize)) }
+            guard let snapshot = try snapshot(file, wal: wal) else { continue }
+            try snapshot.image.withUnsafeBytes { try Files.create(staging + "/" + name, writing: [$0], size: snapshot.segmentSize) }
             copied.append((name, snapshot.lastLSN, snapshot.image.count))
             // Everything after a stretch that was still being written was appended after it:
             // the backup ends there, so it never holds a gap.
@@ -94,17 +92,18 @@ struct Backup: ParsableCommand {
     /// the first stretch (`cut`). No record acknowledged before the backup began can be there:
     /// it was on disk, and so in every read, before the backup started, and so was every
     /// record before it.
-    private func snapshot(_ file: (sequence: UInt64, path: String), wal: WALDirectory, block: [UInt8],
-                          header: SegmentHeader) throws -> (image: [UInt8], lastLSN: LSN, cut: Bool)? {
+    private func snapshot(_ file: (sequence: UInt64, path: String), wal: WALDirectory)
+        throws -> (image: [UInt8], segmentSize: Int, lastLSN: LSN, cut: Bool)? {
         var previousGaps: [Int]?
         for attempt in 1...3 {
-            var image = block
+            // The header block is filled in from the header the scan validated the records with.
+            var image = [UInt8](repeating: 0, count: Format.segmentHeaderBlock)
             var records: [(offset: Int, lsn: LSN)] = []
             let summary = try wal.scan(file, visit: { record, payload in
                 let end = record.offset + Format.recordSpan(payloadLength: record.length)
                 if image.count < end { image += [UInt8](repeating: 0, count: end - image.count) }
                 image.withUnsafeMutableBytes { raw in
-                    RecordHeader(length: UInt32(record.length), crc: record.crc, lsn: record.lsn, epoch: header.epoch)
+                    RecordHeader(length: UInt32(record.length), crc: record.crc, lsn: record.lsn, epoch: record.epoch)
                         .store(to: UnsafeMutableRawBufferPointer(rebasing: raw[record.offset..<record.offset + Format.recordHeaderSize]))
                     if record.length > 0 {
                         (raw.baseAddress! + record.offset + Format.recordHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: record.length)
@@ -113,18 +112,19 @@ struct Backup: ParsableCommand {
                 records.append((record.offset, record.lsn))
                 return true
             })
-            // A file recycled between reading its header and scanning it is skipped: its
-            // records were all consumed.
-            guard summary.header == header, summary.records > 0, let lastLSN = summary.lastLSN else { return nil }
+            // Spares and unreadable headers have nothing to copy.
+            guard let header = summary.header, summary.records > 0, let lastLSN = summary.lastLSN else { return nil }
+            image.replaceSubrange(0..<Format.segmentHeaderSize, with: header.encoded())
+            let segmentSize = Int(header.segmentSize)
             // A torn tail is not copied anyway (only whole records are); gaps between records are
             // what needs a second look.
             let gaps = summary.damage.filter { $0.kind == .corruptRecords }.map(\.offset)
-            if gaps.isEmpty || gaps == previousGaps { return (image, lastLSN, false) }
+            if gaps.isEmpty || gaps == previousGaps { return (image, segmentSize, lastLSN, false) }
             if attempt == 3 {
                 let first = gaps[0]
                 let kept = records.filter { $0.offset < first }
                 guard let last = kept.last else { return nil }
-                return (Array(image.prefix(first)), last.lsn, true)
+                return (Array(image.prefix(first)), segmentSize, last.lsn, true)
             }
             previousGaps = gaps
             usleep(20_000)

@@ -50,14 +50,19 @@ public struct WALDirectory: Sendable {
     /// (nil when none does), so tools open a WAL as it is rather than with the default size.
     public func writtenSegmentSize() -> Int? {
         for file in (try? segmentFiles()) ?? [] {
-            guard let handle = try? OpenFile.open(file.path, writable: false) else { continue }
-            defer { handle.closeQuietly() }
-            var bytes = [UInt8](repeating: 0, count: Format.segmentHeaderSize)
-            guard (try? bytes.withUnsafeMutableBytes({ try handle.read(into: $0, at: 0) })) == bytes.count,
-                  case .success(let header) = bytes.withUnsafeBytes({ SegmentHeader.decode($0) }) else { continue }
-            return Int(header.segmentSize)
+            if let header = header(of: file.path) { return Int(header.segmentSize) }
         }
         return nil
+    }
+
+    /// A segment file's header, read alone (64 bytes), or nil when it does not decode.
+    public func header(of path: String) -> SegmentHeader? {
+        guard let handle = try? OpenFile.open(path, writable: false) else { return nil }
+        defer { handle.closeQuietly() }
+        var bytes = [UInt8](repeating: 0, count: Format.segmentHeaderSize)
+        guard (try? bytes.withUnsafeMutableBytes({ try handle.read(into: $0, at: 0) })) == bytes.count,
+              case .success(let header) = bytes.withUnsafeBytes({ SegmentHeader.decode($0) }) else { return nil }
+        return header
     }
 
     /// What the `.checkpoint` file says.
@@ -126,6 +131,9 @@ public struct WALDirectory: Sendable {
         public var lsn: LSN
         public var length: Int
         public var crc: UInt32
+        /// The segment's epoch, which the record carries: with the fields above, the record
+        /// header byte for byte.
+        public var epoch: UInt64
     }
 
     /// Damage a scan found.
@@ -226,7 +234,8 @@ public struct WALDirectory: Sendable {
                 if summary.firstLSN == nil { summary.firstLSN = record.lsn }
                 summary.lastLSN = record.lsn
                 summary.endOffset = offset + Format.recordSpan(payloadLength: Int(record.length))
-                let scanned = ScannedRecord(segment: sequence, offset: offset, lsn: record.lsn, length: Int(record.length), crc: record.crc)
+                let scanned = ScannedRecord(segment: sequence, offset: offset, lsn: record.lsn, length: Int(record.length),
+                                            crc: record.crc, epoch: record.epoch)
                 let payloadStart = offset + Format.recordHeaderSize
                 if !visit(scanned, UnsafeRawBufferPointer(rebasing: bytes[payloadStart..<payloadStart + Int(record.length)])) { return summary }
                 if summary.endOffset - lastReported >= 1 << 20 {
