@@ -38,11 +38,22 @@ struct Backup: ParsableCommand {
 
         // 1. Segments with records, each up to its last valid record.
         var copied: [(name: String, lastLSN: LSN, end: Int)] = []
+        var previous: (sequence: UInt64, path: String)?
         for file in try wal.segmentFiles() {
             let name = String(file.path.split(separator: "/").last!)
             guard let snapshot = try snapshot(file, wal: wal) else { continue }
+            // The previous segment was still being written when it was copied, and the writer
+            // has since moved on to this one: copy it again, now that it is sealed, so the
+            // backup has no gap between the two. (A gap that remains is the source's own.)
+            if let previous, let last = copied.last, snapshot.firstLSN > last.lastLSN + 1,
+               let again = try self.snapshot(previous, wal: wal), again.lastLSN > last.lastLSN {
+                unlink(staging + "/" + last.name)
+                try again.image.withUnsafeBytes { try Files.create(staging + "/" + last.name, writing: [$0], size: again.segmentSize) }
+                copied[copied.count - 1] = (last.name, again.lastLSN, again.image.count)
+            }
             try snapshot.image.withUnsafeBytes { try Files.create(staging + "/" + name, writing: [$0], size: snapshot.segmentSize) }
             copied.append((name, snapshot.lastLSN, snapshot.image.count))
+            previous = file
             // Everything after a stretch that was still being written was appended after it:
             // the backup ends there, so it never holds a gap.
             if snapshot.cut { break }
@@ -93,7 +104,7 @@ struct Backup: ParsableCommand {
     /// it was on disk, and so in every read, before the backup started, and so was every
     /// record before it.
     private func snapshot(_ file: (sequence: UInt64, path: String), wal: WALDirectory)
-        throws -> (image: [UInt8], segmentSize: Int, lastLSN: LSN, cut: Bool)? {
+        throws -> (image: [UInt8], segmentSize: Int, firstLSN: LSN, lastLSN: LSN, cut: Bool)? {
         var previousGaps: [Int]?
         for attempt in 1...3 {
             // The header block is filled in from the header the scan validated the records with.
@@ -113,18 +124,19 @@ struct Backup: ParsableCommand {
                 return true
             })
             // Spares and unreadable headers have nothing to copy.
-            guard let header = summary.header, summary.records > 0, let lastLSN = summary.lastLSN else { return nil }
+            guard let header = summary.header, summary.records > 0, let firstLSN = summary.firstLSN,
+                  let lastLSN = summary.lastLSN else { return nil }
             image.replaceSubrange(0..<Format.segmentHeaderSize, with: header.encoded())
             let segmentSize = Int(header.segmentSize)
             // A torn tail is not copied anyway (only whole records are); gaps between records are
             // what needs a second look.
             let gaps = summary.damage.filter { $0.kind == .corruptRecords }.map(\.offset)
-            if gaps.isEmpty || gaps == previousGaps { return (image, segmentSize, lastLSN, false) }
+            if gaps.isEmpty || gaps == previousGaps { return (image, segmentSize, firstLSN, lastLSN, false) }
             if attempt == 3 {
                 let first = gaps[0]
                 let kept = records.filter { $0.offset < first }
                 guard let last = kept.last else { return nil }
-                return (Array(image.prefix(first)), segmentSize, last.lsn, true)
+                return (Array(image.prefix(first)), segmentSize, firstLSN, last.lsn, true)
             }
             previousGaps = gaps
             usleep(20_000)
