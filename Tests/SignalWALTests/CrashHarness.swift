@@ -92,8 +92,10 @@ enum CrashVerifier {
     /// as overdue. The committer ends each `.interval` flush about one interval after the
     /// previous one began (measured: nothing lost was older than 7-12 ms at 10 ms), but a flush
     /// on a shared machine's loop device can stall; the margin keeps CI honest without making
-    /// it flaky, and sanitizer builds, several times slower, get more.
-    static let intervalFlushAllowance: Duration = reducedIterations ? .milliseconds(150) : .milliseconds(40)
+    /// it flaky. Sanitizer builds (child included) run the committer many times slower: a CI
+    /// run under ThreadSanitizer lost `.interval` records acknowledged 169-176 ms before a cut,
+    /// so there the margin is a second, and the timing bound is the plain run's to check.
+    static let intervalFlushAllowance: Duration = reducedIterations ? .seconds(1) : .milliseconds(40)
 
     /// Whether `policy` and `backend` promise that `ack` survives a stop at `stoppedAt`
     /// (CLOCK_MONOTONIC ns): a process kill leaves the page cache, a power cut does not.
