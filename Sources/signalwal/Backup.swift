@@ -114,7 +114,7 @@ struct Backup: ParsableCommand {
                 let end = record.offset + Format.recordSpan(payloadLength: record.length)
                 if image.count < end { image += [UInt8](repeating: 0, count: end - image.count) }
                 image.withUnsafeMutableBytes { raw in
-                    RecordHeader(length: UInt32(record.length), crc: record.crc, lsn: record.lsn, epoch: record.epoch)
+                    RecordHeader(length: UInt32(record.length), crc: record.crc, lsn: record.lsn, epoch: record.epoch, flags: record.flags)
                         .store(to: UnsafeMutableRawBufferPointer(rebasing: raw[record.offset..<record.offset + Format.recordHeaderSize]))
                     if record.length > 0 {
                         (raw.baseAddress! + record.offset + Format.recordHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: record.length)

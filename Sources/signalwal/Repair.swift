@@ -25,40 +25,55 @@ struct Repair: ParsableCommand {
             throw WALError(.locked(pid: pid), path: wal.path + "/" + Format.lockFileName, operation: "repair",
                            hint: "Process \(pid) has this WAL open (PID \(pid)): repair works offline; stop that process first.")
         }
-        let scan = try DirectoryScan(wal)
-        let problems = scan.problems
-        guard !problems.isEmpty else {
-            print("nothing to repair: \(scan.segments.reduce(0) { $0 + $1.records }) records, every CRC matches")
+        var configuration = Configuration()
+        configuration.segmentSize = wal.writtenSegmentSize() ?? configuration.segmentSize
+        configuration.spareSegments = 1
+        configuration.logger.logLevel = .critical
+        // The engine's own plan: what the next open would do, to the byte.
+        let plan = try wal.recoveryPlan(configuration: configuration)
+        guard plan.changesFiles else {
+            print("nothing to repair: \(plan.report.recordsRecovered) records, every CRC matches")
             return
         }
-        for problem in problems { print(plan(for: problem)) }
+        for line in Self.describe(plan) { print(line) }
         guard apply else {
             print("dry run: nothing changed; run again with --apply to do this")
             return
         }
-        var configuration = Configuration()
-        configuration.segmentSize = wal.writtenSegmentSize() ?? configuration.segmentSize
-        configuration.spareSegments = 1
         configuration.logger.logLevel = .warning
         let opened = try WAL.open(directory: wal.path, configuration: configuration)
         let report = opened.recoveryReport
         try opened.close()
-        print("repaired: \(report.tornTails) torn tail\(report.tornTails == 1 ? "" : "s") truncated (\(report.truncatedBytes) bytes zeroed); \(report.quarantinedFiles.count) file\(report.quarantinedFiles.count == 1 ? "" : "s") quarantined; \(report.recordsLost) records lost to damage")
+        print("repaired: \(report.tornTails) torn tail\(report.tornTails == 1 ? "" : "s") truncated (\(report.truncatedBytes) bytes zeroed); \(report.incompleteBatches) incomplete batch\(report.incompleteBatches == 1 ? "" : "es") dropped; \(report.quarantinedFiles.count) file\(report.quarantinedFiles.count == 1 ? "" : "s") quarantined; \(report.recordsLost) records lost to damage")
         for file in report.quarantinedFiles { print("  quarantined \(file)") }
     }
 
-    private func plan(for problem: DirectoryScan.Problem) -> String {
-        let name = problem.file.split(separator: "/").last.map(String.init) ?? problem.file
-        switch problem.kind {
-        case "torn-tail":
-            return "truncate: zero \(problem.length) bytes of \(name) from offset \(problem.offset) (a partial record after LSN \(problem.afterLSN ?? 0))"
-        case "corrupt-records":
-            return "quarantine: copy \(problem.length) bytes of \(name) at offset \(problem.offset) to \(Format.quarantineDirectoryName)/\(Format.quarantineFileName(sequence: problem.segment, offset: problem.offset)); " + problem.line
-        case "corrupt-header":
-            return "quarantine: move \(name) to \(Format.quarantineDirectoryName)/ (\(problem.detail))"
-        default:
-            return "report only: " + problem.line
+    /// One line per change the plan makes, in the order recovery makes them.
+    static func describe(_ plan: RecoveryPlan) -> [String] {
+        func name(_ path: String) -> String { path.split(separator: "/").last.map(String.init) ?? path }
+        var lines = plan.temporaryFiles.map { "delete: \(name($0)) (a leftover of an interrupted write)" }
+        for preserve in plan.preserves {
+            let damage = plan.report.damage[preserve.damageIndex]
+            var line = "quarantine: copy \(preserve.length) bytes of \(name(preserve.path)) at offset \(preserve.offset) to \(Format.quarantineDirectoryName)/\(Format.quarantineFileName(sequence: preserve.segment, offset: preserve.offset)) (\(damage.kind.rawValue)"
+            if let lost = damage.lostLSNs { line += ", LSNs \(lost.lowerBound)-\(lost.upperBound) lost" }
+            lines.append(line + ")")
         }
+        for file in plan.files {
+            switch file.fate {
+            case .quarantine(let reason):
+                lines.append("quarantine: move \(name(file.path)) to \(Format.quarantineDirectoryName)/ (\(reason.text))")
+            case .discard:
+                lines.append("delete: \(name(file.path)) (it holds only the rest of an incomplete last batch)")
+            case .live, .reuse:
+                break
+            }
+        }
+        if let tail = plan.tail {
+            lines.append("truncate: zero \(name(tail.path)) from offset \(tail.offset) (\(tail.reason.rawValue)); the next record goes there")
+        }
+        for damage in plan.report.damage where damage.kind == .incompleteBatch {
+            if let lost = damage.lostLSNs { lines.append("drop: LSNs \(lost.lowerBound)-\(lost.upperBound), a batch whose last record never reached the disk (never acknowledged)") }
+        }
+        return lines
     }
 }
-

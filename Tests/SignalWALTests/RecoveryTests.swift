@@ -17,12 +17,15 @@ final class RecoveryTests: XCTestCase {
     func makeWAL(count: LSN = recordCount) throws -> String {
         let directory = makeTemporaryDirectory(self)
         let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        // Batches of 100, and the last record alone, so damage to it is damage to one record
+        // (the batch cases have tests of their own).
         var next: LSN = 1
-        while next <= count {
-            let batch = (next...min(count, next + 99)).map(Self.payload)
+        while next < count {
+            let batch = (next...min(count - 1, next + 99)).map(Self.payload)
             try wal.append(contentsOf: batch)
             next += LSN(batch.count)
         }
+        try wal.append(Self.payload(count))
         try wal.close()
         return directory
     }
@@ -312,14 +315,14 @@ final class RecoveryTests: XCTestCase {
         let directory = try makeWAL()
         let path = dataSegments(directory)[0]
         var header = readBytes(path, at: 0, count: 64)
-        header[8] = 2 // version 2, with a valid CRC: a newer writer, not damage
+        header[8] = UInt8(Format.version + 1) // a newer version, with a valid CRC: a newer writer, not damage
         let crc = header.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<60])) }
         withUnsafeBytes(of: crc.littleEndian) { header.replaceSubrange(60..<64, with: $0) }
         writeBytes(path, at: 0, header)
         for _ in 1...2 {
             XCTAssertThrowsError(try open(directory)) { error in
                 let error = error as! WALError
-                XCTAssertEqual(error.kind, .unsupportedVersion(found: 2, supported: Format.version))
+                XCTAssertEqual(error.kind, .unsupportedVersion(found: Format.version + 1, supported: Format.version))
                 XCTAssertTrue(error.description.contains(path), error.description)
             }
         }

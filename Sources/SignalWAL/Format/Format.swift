@@ -27,21 +27,33 @@
 ///     +-------+-------+-------+---------------+---------------+---------------+
 ///     40              48              56      60      64
 ///     +---------------+---------------+-------+-------+
-///     | segment size  | epoch         | rsvd  | CRC32C|   CRC over bytes 0..<60
+///     | segment size  | epoch         | flags | CRC32C|   CRC over bytes 0..<60
 ///     +---------------+---------------+-------+-------+
 ///
 /// Record (8-byte aligned; occupies align8(24 + length) bytes):
 ///
 ///     0       4       8               16              24
 ///     +-------+-------+---------------+---------------+-----------------+-----+
-///     |length | CRC32C| LSN           | epoch         | payload         | pad |
+///     |len+flg| CRC32C| LSN           | epoch         | payload         | pad |
 ///     +-------+-------+---------------+---------------+-----------------+-----+
 ///
-/// The record CRC is CRC32C over the payload, then header bytes 0..<4, then 8..<24, so the
-/// payload's share can be computed before the LSN is known. An all-zero header ends the log.
+/// The first word is the payload length in its low 30 bits and two batch flags in its top two
+/// (version 2; see ``RecordFlags``). The record CRC is CRC32C over the payload, then header
+/// bytes 0..<4, then 8..<24, so the payload's share can be computed before the LSN is known
+/// (the flags are covered: a flipped flag fails the CRC). An all-zero header ends the log.
+///
+/// Version 1 (still read): the same bytes with the flags always clear, so every record was
+/// its own batch, and segment header bytes 56..<60 zero (no flags).
 public enum Format {
-    /// The format version this build writes and reads.
-    public static let version: UInt32 = 1
+    /// The format version this build writes.
+    public static let version: UInt32 = 2
+    /// The segment format versions this build reads.
+    public static let readableVersions: ClosedRange<UInt32> = 1...2
+    /// The `.checkpoint` file's own version (unchanged since version 1 of the segments).
+    public static let checkpointVersion: UInt32 = 1
+    /// Mask of the record length word that holds the payload length; the top two bits are
+    /// ``RecordFlags``. Every payload is below 1 GiB (the largest segment), so they are free.
+    public static let recordLengthMask: UInt32 = 0x3FFF_FFFF
 
     // MARK: Segment
 
@@ -102,6 +114,16 @@ public enum Format {
         return UInt64(digits)
     }
 
+    /// Appended to a segment's name when recovery quarantines it where it is (the quarantine
+    /// directory could not be used, a full disk).
+    public static let quarantinedInPlaceSuffix = ".quarantined"
+
+    /// The sequence of a segment quarantined in place, or nil for any other name.
+    public static func quarantinedInPlaceSequence(fromFileName name: String) -> UInt64? {
+        guard name.hasSuffix(quarantinedInPlaceSuffix) else { return nil }
+        return segmentSequence(fromFileName: String(name.dropLast(quarantinedInPlaceSuffix.count)))
+    }
+
     /// Where recovery puts the bytes of a damaged range of a segment.
     public static func quarantineFileName(sequence: UInt64, offset: Int) -> String {
         let name = segmentFileName(sequence)
@@ -119,13 +141,20 @@ public struct SegmentHeader: Sendable, Equatable {
     /// Random per preparation of the file; records carry it so a stale record left from an
     /// earlier life of a reused file never matches.
     public var epoch: UInt64
+    /// Version 2: bytes 56..<60 (zero in version 1).
+    public var flags: SegmentFlags = []
 
-    public init(sequence: UInt64, firstLSN: UInt64, segmentSize: UInt64, epoch: UInt64) {
+    public init(sequence: UInt64, firstLSN: UInt64, segmentSize: UInt64, epoch: UInt64, flags: SegmentFlags = []) {
         self.sequence = sequence
         self.firstLSN = firstLSN
         self.segmentSize = segmentSize
         self.epoch = epoch
+        self.flags = flags
     }
+
+    /// Whether bytes after the last record may be stale records of an earlier life of the file
+    /// (so non-zero bytes there are not damage). Version 1 did not record it: assume so.
+    public var mayHoldStaleBytes: Bool { version == 1 || flags.contains(.recycled) }
 
     /// Why a header could not be decoded.
     public enum DecodeFailure: Error, Equatable {
@@ -144,6 +173,7 @@ public struct SegmentHeader: Sendable, Equatable {
             raw.storeBytes(of: firstLSN.littleEndian, toByteOffset: 24, as: UInt64.self)
             raw.storeBytes(of: segmentSize.littleEndian, toByteOffset: 32, as: UInt64.self)
             raw.storeBytes(of: epoch.littleEndian, toByteOffset: 40, as: UInt64.self)
+            raw.storeBytes(of: flags.rawValue.littleEndian, toByteOffset: 56, as: UInt32.self)
             let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<60]))
             raw.storeBytes(of: crc.littleEndian, toByteOffset: 60, as: UInt32.self)
         }
@@ -159,42 +189,86 @@ public struct SegmentHeader: Sendable, Equatable {
             return .failure(.badChecksum)
         }
         // Checked after the CRC: a version number is only believable in an intact header.
-        guard u32(8) == Format.version, u32(12) == UInt32(Format.segmentHeaderSize) else {
+        guard Format.readableVersions.contains(u32(8)), u32(12) == UInt32(Format.segmentHeaderSize) else {
             return .failure(.unsupportedVersion(u32(8)))
         }
-        var header = SegmentHeader(sequence: u64(16), firstLSN: u64(24), segmentSize: u64(32), epoch: u64(40))
+        var header = SegmentHeader(sequence: u64(16), firstLSN: u64(24), segmentSize: u64(32), epoch: u64(40),
+                                   flags: SegmentFlags(rawValue: u32(56)))
         header.version = u32(8)
         return .success(header)
     }
 }
 
+/// Flags in a segment header (version 2, bytes 56..<60).
+public struct SegmentFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// The file was recycled from an earlier segment: bytes after the last record may be that
+    /// segment's stale records. Clear in a freshly zero-filled file, where anything non-zero
+    /// after the last record is damage.
+    public static let recycled = SegmentFlags(rawValue: 1)
+}
+
+/// The batch flags in the top two bits of a record's length word. A batch written by one
+/// `append(contentsOf:)` is all or none: its records have consecutive LSNs, every record but the
+/// last has ``continues``, every record but the first has ``continuation``. A single record has
+/// neither (which is also how every version 1 record reads). Readers and recovery drop a batch
+/// whose last record is missing.
+public struct RecordFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// More records of this batch follow.
+    public static let continues = RecordFlags(rawValue: 1 << 31)
+    /// This record is not the first of its batch.
+    public static let continuation = RecordFlags(rawValue: 1 << 30)
+
+    /// The flags of record `index` of a batch of `count`.
+    @inlinable
+    public static func forRecord(_ index: Int, of count: Int) -> RecordFlags {
+        var flags: RecordFlags = []
+        if index > 0 { flags.insert(.continuation) }
+        if index + 1 < count { flags.insert(.continues) }
+        return flags
+    }
+}
+
 /// The 24-byte header in front of every record's payload.
 public struct RecordHeader: Sendable, Equatable {
+    /// Payload bytes (the low 30 bits of the stored length word).
     public var length: UInt32
     public var crc: UInt32
     public var lsn: UInt64
     public var epoch: UInt64
+    /// The batch flags (the top two bits of the stored length word).
+    public var flags: RecordFlags
 
-    public init(length: UInt32, crc: UInt32, lsn: UInt64, epoch: UInt64) {
+    public init(length: UInt32, crc: UInt32, lsn: UInt64, epoch: UInt64, flags: RecordFlags = []) {
         self.length = length
         self.crc = crc
         self.lsn = lsn
         self.epoch = epoch
+        self.flags = flags
     }
+
+    /// The length word as stored: length and flags.
+    @inlinable
+    public var lengthWord: UInt32 { length | flags.rawValue }
 
     /// Reads a header from the first 24 bytes of `raw` (no validation).
     @inlinable
     public static func load(from raw: UnsafeRawBufferPointer) -> RecordHeader {
-        RecordHeader(
-            length: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt32.self)),
+        let word = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
+        return RecordHeader(
+            length: word & Format.recordLengthMask,
             crc: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self)),
             lsn: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
-            epoch: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+            epoch: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+            flags: RecordFlags(rawValue: word & ~Format.recordLengthMask))
     }
 
     @inlinable
     public func store(to raw: UnsafeMutableRawBufferPointer) {
-        raw.storeBytes(of: length.littleEndian, toByteOffset: 0, as: UInt32.self)
+        raw.storeBytes(of: lengthWord.littleEndian, toByteOffset: 0, as: UInt32.self)
         raw.storeBytes(of: crc.littleEndian, toByteOffset: 4, as: UInt32.self)
         raw.storeBytes(of: lsn.littleEndian, toByteOffset: 8, as: UInt64.self)
         raw.storeBytes(of: epoch.littleEndian, toByteOffset: 16, as: UInt64.self)
@@ -202,13 +276,13 @@ public struct RecordHeader: Sendable, Equatable {
 
     /// All-zero: the end of the log (preallocated space reads this way).
     @inlinable
-    public var isZero: Bool { length == 0 && crc == 0 && lsn == 0 && epoch == 0 }
+    public var isZero: Bool { length == 0 && flags.isEmpty && crc == 0 && lsn == 0 && epoch == 0 }
 
     /// The record CRC: the payload's CRC32C (computed by the caller, perhaps outside any lock)
-    /// extended over the header's length, LSN and epoch fields.
+    /// extended over the header's length word (length and flags), LSN and epoch fields.
     @inlinable
-    public static func checksum(payloadCRC: UInt32, length: UInt32, lsn: UInt64, epoch: UInt64) -> UInt32 {
-        var fields: (UInt32, UInt64, UInt64) = (length.littleEndian, lsn.littleEndian, epoch.littleEndian)
+    public static func checksum(payloadCRC: UInt32, length: UInt32, flags: RecordFlags = [], lsn: UInt64, epoch: UInt64) -> UInt32 {
+        var fields: (UInt32, UInt64, UInt64) = ((length | flags.rawValue).littleEndian, lsn.littleEndian, epoch.littleEndian)
         return withUnsafeBytes(of: &fields) { raw in
             // The tuple is laid out as 4 bytes, 4 of padding, 8, 8: hash around the padding.
             let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<4]), extending: payloadCRC)
@@ -227,7 +301,7 @@ public struct CheckpointRecord: Sendable, Equatable {
         var bytes = [UInt8](repeating: 0, count: Format.checkpointSize)
         bytes.withUnsafeMutableBytes { raw in
             raw.storeBytes(of: Format.checkpointMagic.littleEndian, toByteOffset: 0, as: UInt64.self)
-            raw.storeBytes(of: Format.version.littleEndian, toByteOffset: 8, as: UInt32.self)
+            raw.storeBytes(of: Format.checkpointVersion.littleEndian, toByteOffset: 8, as: UInt32.self)
             raw.storeBytes(of: lsn.littleEndian, toByteOffset: 16, as: UInt64.self)
             let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<24]))
             raw.storeBytes(of: crc.littleEndian, toByteOffset: 24, as: UInt32.self)
@@ -242,7 +316,7 @@ public struct CheckpointRecord: Sendable, Equatable {
         let crc = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
         guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<24])) == crc else { return .failure(.badChecksum) }
         let version = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
-        guard version == Format.version else { return .failure(.unsupportedVersion(version)) }
+        guard version == Format.checkpointVersion else { return .failure(.unsupportedVersion(version)) }
         return .success(CheckpointRecord(lsn: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))))
     }
 }

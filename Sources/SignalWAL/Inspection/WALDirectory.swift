@@ -82,6 +82,13 @@ public struct WALDirectory: Sendable {
         }
     }
 
+    /// What opening this WAL would do, decided by the engine's own recovery without changing
+    /// anything (see ``RecoveryPlan``). Takes no lock: on a WAL that is being written, the plan
+    /// describes the moment it was made.
+    public func recoveryPlan(configuration: Configuration = Configuration()) throws -> RecoveryPlan {
+        try Recovery(directory: path, configuration: configuration).analyze()
+    }
+
     /// Files in `quarantine/`, sorted.
     public func quarantinedFiles() -> [String] {
         let directory = path + "/" + Format.quarantineDirectoryName
@@ -131,9 +138,10 @@ public struct WALDirectory: Sendable {
         public var lsn: LSN
         public var length: Int
         public var crc: UInt32
-        /// The segment's epoch, which the record carries: with the fields above, the record
-        /// header byte for byte.
+        /// The segment's epoch, which the record carries.
         public var epoch: UInt64
+        /// The batch flags: with the fields above, the record header byte for byte.
+        public var flags: RecordFlags = []
     }
 
     /// Damage a scan found.
@@ -211,7 +219,7 @@ public struct WALDirectory: Sendable {
         case .success(let decoded): header = decoded
         case .failure(.unsupportedVersion(let version)):
             throw WALError(.unsupportedVersion(found: version, supported: Format.version), path: path, operation: "read",
-                           hint: "The segment was written by a newer SignalWAL (format \(version)); this build reads format \(Format.version). Use the newer version.")
+                           hint: "The segment was written by a newer SignalWAL (format \(version)); this build reads formats \(Format.readableVersions.lowerBound)-\(Format.version). Use the newer version.")
         case .failure(let failure): return headerDamage("the segment header is corrupt (\(failure))")
         }
         guard !checkSize || Int(header.segmentSize) == size else {
@@ -235,7 +243,7 @@ public struct WALDirectory: Sendable {
                 summary.lastLSN = record.lsn
                 summary.endOffset = offset + Format.recordSpan(payloadLength: Int(record.length))
                 let scanned = ScannedRecord(segment: sequence, offset: offset, lsn: record.lsn, length: Int(record.length),
-                                            crc: record.crc, epoch: record.epoch)
+                                            crc: record.crc, epoch: record.epoch, flags: record.flags)
                 let payloadStart = offset + Format.recordHeaderSize
                 if !visit(scanned, UnsafeRawBufferPointer(rebasing: bytes[payloadStart..<payloadStart + Int(record.length)])) { return summary }
                 if summary.endOffset - lastReported >= 1 << 20 {

@@ -87,9 +87,11 @@ public struct Configuration: Sendable {
     public var maxBatchDelay: Duration = .zero
     /// The most appended bytes that may be waiting for a flush under `.groupCommit` and
     /// `.interval`. An appender that would exceed it waits, and asks for a flush at once. This
-    /// bounds a batch, the dirty data in the page cache, and what `.interval` can lose in a power
-    /// cut. Overshoot is at most one record per concurrent appender. Default 64 MiB; nil for no
-    /// limit. Not applied to `.none`.
+    /// bounds the dirty data in the page cache and what `.interval` can lose in a power cut.
+    /// Overshoot is at most one batch per concurrent appender. It also bounds one
+    /// `append(contentsOf:)` batch (record spans), under every policy: a larger batch is
+    /// refused. Default 64 MiB; nil for no limit on unflushed bytes (batches are then bounded
+    /// by 1 GiB).
     public var maxBatchBytes: Int? = 64 << 20
     /// Which write path appends take. Default `.uring` (direct I/O), measured faster at 1, 16 and
     /// 64 durable appenders; see docs/DESIGN.md.
@@ -118,6 +120,8 @@ public struct Configuration: Sendable {
 
     /// The record size limit in force.
     public var effectiveMaxRecordSize: Int { maxRecordSize ?? segmentSize / 4 }
+    /// The batch size limit in force (record spans of one `append(contentsOf:)`).
+    public var effectiveMaxBatchBytes: Int { maxBatchBytes ?? Format.maximumSegmentSize }
 
     func validate(directory: String) throws {
         func invalid(_ hint: String) -> WALError {

@@ -17,8 +17,15 @@ import Synchronization
 /// appender that ends a record in a block zeroes the rest of it) or a record still being copied,
 /// which is not acknowledged and which recovery would treat as a torn tail.
 ///
+/// The *device* assumption behind that rewrite (invariant I4 in docs/DESIGN.md): a write of
+/// one aligned unit leaves it old or new, never a mix. So the unit is the larger of the
+/// O_DIRECT alignment and the device's *physical* block size (`STATX_DIOALIGN` reports the
+/// logical one, 512 on 512e drives, whose 4 KiB physical sectors are rewritten by the drive
+/// itself), and never more than 4096, the block ``fits(_:onDisk:)`` keeps appenders out of.
+///
 /// Appenders never overwrite staged bytes that are not yet on disk: ``waitForRoom(end:_:)``
-/// holds an appender while its record would wrap onto them.
+/// holds an appender while its record would wrap onto them. A flush never writes past
+/// `stagedTo`, the end of the last whole header or record staged.
 final class DirectWriter: Sendable {
     struct Placement {
         let sequence: UInt64
@@ -27,9 +34,11 @@ final class DirectWriter: Sendable {
         /// Stream position of file offset 0.
         let base: UInt64
         let size: Int
+        /// Set by ``seal(_:at:)``: the stream position just past the segment's last record.
+        var sealedAt: UInt64?
     }
     struct State {
-        /// Segments with staged bytes not yet on disk or not yet synced, oldest first.
+        /// Segments with staged bytes not yet on disk, or sealed and not yet synced, oldest first.
         var placements: [Placement] = []
         /// Every staged byte below this stream position has been written to its file...
         var onDisk: UInt64
@@ -37,21 +46,23 @@ final class DirectWriter: Sendable {
         var synced: UInt64
         /// The filesystem refused O_DIRECT once; later segments are opened buffered straight away.
         var directRefused = false
-        /// The file offset and length alignment writes use: what the kernel reports O_DIRECT
-        /// needs on this filesystem (512 on most disks), 4096 until a segment has been opened
-        /// or when it does not say.
+        /// The file offset and length unit writes use (see the type's comment); 4096 until a
+        /// segment has been opened.
         var alignment = DirectWriter.block
     }
 
     let ring: StagingRing
-    /// Segments start at stream positions aligned to this, the largest O_DIRECT alignment
-    /// accepted, so any smaller alignment the filesystem reports also holds.
+    /// Segments start at stream positions aligned to this, the largest write unit used, so
+    /// any smaller unit also holds.
     static let block = 4096
     let directory: String
     let logger: Logger
     private let state: ConditionLock<State>
     /// `onDisk`, readable without the lock: appenders check for room on every record.
     private let onDiskMirror: Atomic<UInt64>
+    /// The end of the last whole header or record staged (set under the append lock, after the
+    /// bytes are in the ring). A flush asserts it never writes beyond it.
+    private let stagedMirror: Atomic<UInt64>
 
     init(directory: String, capacity: Int, start: UInt64, logger: Logger) throws {
         ring = try StagingRing(capacity: capacity, path: directory)
@@ -59,6 +70,7 @@ final class DirectWriter: Sendable {
         self.logger = logger
         state = ConditionLock(State(onDisk: start, synced: start))
         onDiskMirror = Atomic(start)
+        stagedMirror = Atomic(start)
     }
 
     /// The staging capacity for a configuration: room for two of the largest records, and at
@@ -68,12 +80,35 @@ final class DirectWriter: Sendable {
         return max(16 << 20, (twoRecords + 4095) / 4096 * 4096)
     }
 
-    /// The O_DIRECT alignment the kernel reports for the file, or 4096 when it does not say.
+    /// The unit flushes write `file` in: the O_DIRECT alignment the kernel reports, raised to
+    /// the device's physical block size, 512 to 4096; 4096 when neither is known.
     static func alignment(of file: OpenFile) -> Int {
-        if let forced = getenv("SW_ALIGN") { return Int(atoi(forced)) }
         let reported = Int(sw_direct_io_alignment(file.fd))
-        guard reported >= 512, reported <= 4096, reported & (reported - 1) == 0 else { return 4096 }
-        return reported
+        let physical = physicalBlockSize(of: file) ?? 4096
+        let unit = max(reported, physical)
+        guard unit >= 512, unit <= 4096, unit & (unit - 1) == 0 else { return 4096 }
+        return unit
+    }
+
+    /// The physical block size of the device holding `file`, from sysfs (a partition's is its
+    /// disk's), or nil when the device has none (tmpfs, overlay) or it cannot be read.
+    static func physicalBlockSize(of file: OpenFile) -> Int? {
+        var st = stat()
+        guard fstat(file.fd, &st) == 0 else { return nil }
+        let device = UInt64(st.st_dev)
+        let major = ((device >> 8) & 0xFFF) | ((device >> 32) & ~0xFFF)
+        let minor = (device & 0xFF) | ((device >> 12) & ~0xFF)
+        guard major != 0 else { return nil }
+        for path in ["/sys/dev/block/\(major):\(minor)/queue/physical_block_size",
+                     "/sys/dev/block/\(major):\(minor)/../queue/physical_block_size"] {
+            guard let handle = try? OpenFile.open(path, writable: false) else { continue }
+            var bytes = [UInt8](repeating: 0, count: 32)
+            let count = (try? bytes.withUnsafeMutableBytes { try handle.read(into: $0, at: 0) }) ?? 0
+            handle.closeQuietly()
+            let digits = bytes[0..<count].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+            if let value = Int(String(decoding: digits, as: UTF8.self)), value > 0 { return value }
+        }
+        return nil
     }
 
     static func alignDown(_ position: UInt64, _ alignment: Int = block) -> UInt64 {
@@ -117,11 +152,30 @@ final class DirectWriter: Sendable {
         precondition(base % UInt64(Self.block) == 0, "a segment must start at an aligned stream position")
         let alignment = Self.alignment(of: file)
         state.withLock { value in
-            if !value.directRefused { value.alignment = alignment }
-            precondition(value.placements.last.map { base >= $0.base + UInt64($0.size) || base >= value.onDisk } ?? true)
+            if !value.directRefused { value.alignment = max(alignment, 512) }
+            precondition(value.placements.last.map { $0.sealedAt.map { base >= $0 } ?? false } ?? true,
+                         "a segment was placed before the previous one was sealed")
             value.placements.append(Placement(sequence: segment.sequence, file: file, base: base, size: segment.size))
         }
     }
+
+    /// Marks segment `sequence` sealed: its last record ends at stream position `end`. The next
+    /// flush that reaches `end` writes and syncs it (whatever the policy), and then lets it go.
+    func seal(_ sequence: UInt64, at end: UInt64) {
+        state.withLock { value in
+            if let index = value.placements.lastIndex(where: { $0.sequence == sequence }) {
+                value.placements[index].sealedAt = end
+            }
+        }
+    }
+
+    /// Moves the staged watermark to `end`: every byte below it belongs to a whole staged header
+    /// or record.
+    func markStaged(through end: UInt64) {
+        stagedMirror.store(end, ordering: .releasing)
+    }
+
+    var stagedTo: UInt64 { stagedMirror.load(ordering: .acquiring) }
 
     /// Whether staging up to stream position `end` would overwrite bytes not yet on disk.
     func hasRoom(upTo end: UInt64) -> Bool {
@@ -167,26 +221,24 @@ final class DirectWriter: Sendable {
     // MARK: Committer side
 
     /// Writes every staged byte below `end` to its file and, when `sync`, makes it durable.
+    /// A sealed segment whose last record is below `end` is synced either way (under `.none`
+    /// too), so no file the writer has moved past is left unsynced, and is then let go.
     /// Runs on the committer thread only. Throws the first failure; the caller makes it final.
     ///
     /// Plain pwrite and fdatasync on the O_DIRECT descriptor, not io_uring: submitting the same
     /// writes through io_uring, with a linked fdatasync or with RWF_DSYNC, was measured slower
     /// on every appender count (docs/DESIGN.md, "Flushing staged records").
     func flush(upTo end: UInt64, sync: Bool) throws {
+        precondition(end <= stagedTo, "a flush asked for bytes that were never staged")
         let (placements, onDisk, synced, alignment) = state.withLock { ($0.placements, $0.onDisk, $0.synced, $0.alignment) }
         let start = Self.alignDown(onDisk, alignment)
         let stop = Self.alignUp(end, alignment)
         let syncFrom = sync ? Self.alignDown(synced, alignment) : stop
-        var syncedSequences: (UInt64, UInt64)? = nil
+        var finished: Set<UInt64> = []
         for (index, placement) in placements.enumerated() {
             let limit = index + 1 < placements.count ? placements[index + 1].base : placement.base + UInt64(placement.size)
             let low = max(start, placement.base)
             let high = min(stop, limit)
-            // A sealed segment whose last bytes this flush writes is synced even when the
-            // policy does not sync (`.none`), as under the mmap backend, so no file the writer
-            // has moved past is left unsynced.
-            let sealedNow = index + 1 < placements.count && limit <= stop && high > low
-            let needsSync = sync ? max(syncFrom, placement.base) < min(stop, limit) : sealedNow
             if high > low {
                 precondition(high <= placement.base + UInt64(placement.size), "staged bytes beyond the end of a segment")
                 let (head, tail) = ring.pieces(low, high)
@@ -194,27 +246,34 @@ final class DirectWriter: Sendable {
                 try placement.file.write(head, at: offset)
                 if let tail { try placement.file.write(tail, at: offset + head.count) }
             }
-            if needsSync {
-                try placement.file.dataSync()
-                syncedSequences = (syncedSequences?.0 ?? placement.sequence, placement.sequence)
-            }
+            let sealedAndCovered = placement.sealedAt.map { $0 <= end } ?? false
+            let needsSync = (sync && max(syncFrom, placement.base) < min(stop, limit)) || sealedAndCovered
+            if needsSync { try placement.file.dataSync() }
+            if sealedAndCovered { finished.insert(placement.sequence) }
         }
 
         state.withLock { value in
             value.onDisk = max(value.onDisk, end)
             onDiskMirror.store(value.onDisk, ordering: .releasing)
             if sync { value.synced = max(value.synced, end) }
-            // Placements wholly on disk and synced are done with (their files close when the
-            // last reference goes); the newest stays for the next flush.
-            let writtenOut = Self.alignDown(value.onDisk, alignment)
-            let settled = Self.alignDown(min(value.onDisk, value.synced), alignment)
-            while value.placements.count > 1, value.placements[1].base <= writtenOut {
-                let oldest = value.placements[0].sequence
-                let syncedNow = syncedSequences.map { oldest >= $0.0 && oldest <= $0.1 } ?? false
-                guard syncedNow || value.placements[1].base <= settled else { break }
+            // Sealed segments written and synced through their end are done with (their files
+            // close when the last reference goes).
+            while let oldest = value.placements.first, finished.contains(oldest.sequence) {
                 value.placements.removeFirst()
             }
         }
         state.broadcast()
     }
+
+    /// Closes every placement's descriptor (at close, after the final flush).
+    func closeFiles() {
+        let placements = state.withLock { value -> [Placement] in
+            defer { value.placements = [] }
+            return value.placements
+        }
+        for placement in placements { placement.file.closeQuietly() }
+    }
+
+    /// Placements held (for tests: a bounded number, however many segments were written).
+    var placementCount: Int { state.withLock { $0.placements.count } }
 }

@@ -4,69 +4,54 @@ import Glibc
 import Logging
 import Synchronization
 
-/// Where the log ends: the last LSN and the byte just past it in its segment.
-struct LogPosition: Sendable, Equatable {
-    var lsn: LSN
-    var segment: UInt64
-    var offset: Int
-    /// Bytes appended (record spans) since the WAL opened, for ``Configuration/maxBatchBytes``.
-    var bytes: UInt64 = 0
-    /// Under the io_uring backend, the staging stream position just past the last record.
-    var stream: UInt64 = 0
-}
-
 /// Flushes appended records on a dedicated thread and wakes whoever waits for them.
 ///
-/// While one flush (fdatasync of each segment written since the last one) is in flight, later
-/// appends accumulate, and the next flush covers all of them: that is group commit. The durable
-/// LSN only moves after a flush has completed, and only to what that flush covered.
+/// While one flush is in flight, later appends accumulate, and the next flush covers all of
+/// them: that is group commit. The durable LSN only moves after a flush has completed, and only
+/// to what that flush covered. *When* to flush is ``FlushScheduler``'s table, *how* is the
+/// backend's ``Flusher``, and *who* to wake is ``DurabilityWaiters``; this type owns the state
+/// they share and the thread.
 ///
 /// A failed flush is final (PostgreSQL's "fsyncgate" lesson): the kernel may already have
 /// dropped the dirty pages, so retrying could report success for data that is gone. Every
 /// waiter and every later append gets ``WALError/Kind/flushFailed`` until the WAL is reopened
 /// and recovery re-reads what is really on disk.
 final class GroupCommitter: Sendable {
-    struct Waiter {
-        var lsn: LSN
-        var continuation: CheckedContinuation<Void, any Error>
-    }
-    struct Follower {
-        var id: UInt64
-        var after: LSN
-        var continuation: CheckedContinuation<Bool, Never>
-    }
     struct State {
-        var written: LogPosition
-        var durable: LogPosition
-        /// Files of sealed segments written since the last flush started, oldest first (usually
-        /// none), and of the active one. Kept apart so a flush needs no allocation. Files, not
-        /// segments: holding a segment would keep its writable mapping alive after the writer
-        /// has moved on, and every later write-back of a still-mapped page costs a TLB
+        /// The end of the last complete batch an appender reported (the appenders' stage).
+        var written: LogEnd
+        /// Staged backend: how far whole records are staged, possibly inside a batch still
+        /// being copied (an appender waiting for room reports it).
+        var stagedTo: UInt64
+        /// What the last completed flush made durable (the committer's stage).
+        var durable: LogEnd
+        /// Staged backend: the stream position the last flush wrote through.
+        var flushedStream: UInt64
+        /// Mapped backend: files of sealed segments not yet synced, oldest first (usually none;
+        /// bounded by the segments one batch can span), and the active segment's file. Files,
+        /// not segments: holding a segment would keep its writable mapping alive after the
+        /// writer has moved on, and every later write-back of a still-mapped page costs a TLB
         /// shoot-down on every CPU.
-        var dirtySealed: [OpenFile] = []
-        var dirtyActive: OpenFile?
+        var sealedFiles: [OpenFile] = []
+        var activeFile: OpenFile?
         var failure: WALError?
         var stopping = false
         var stopped = false
-        /// An appender is waiting for unflushed bytes to drop below `maxBatchBytes`: flush now,
-        /// whatever the policy's schedule.
+        /// An appender is waiting for unflushed bytes to drop (below `maxBatchBytes`, or out of
+        /// its way in the staging ring): flush now, whatever the policy's schedule.
         var roomWanted = false
-        var waiters: [Waiter] = []
-        var followers: [Follower] = []
-        var nextFollowerID: UInt64 = 0
+        var waiters: DurabilityWaiters
         var flushes = 0
         var recordsFlushed: UInt64 = 0
-        /// Blocked appenders: the LSN each waits for and the condition it sleeps on. Keeps its
-        /// capacity, so parking allocates nothing in steady state.
-        var parked: [(lsn: LSN, parker: Int)] = []
-        /// Under the io_uring backend and `.none`, whether the closing flush has synced what
-        /// earlier flushes only wrote.
+        /// Staged `.none`: whether the closing flush has synced what earlier flushes only wrote.
         var finalSynced = false
     }
 
     let policy: DurabilityPolicy
     let logger: Logger
     let metrics: WALMetrics
+    let scheduler: FlushScheduler
+    let flusher: any Flusher
     /// See ``Configuration/maxBatchDelay`` and ``Configuration/maxBatchBytes``.
     let batchDelayNanoseconds: Int
     let maxUnflushedBytes: UInt64?
@@ -75,8 +60,6 @@ final class GroupCommitter: Sendable {
     private let writtenBytes = Atomic<UInt64>(0)
     private let durableBytes = Atomic<UInt64>(0)
     let directory: String
-    /// The io_uring backend's write path, or nil under the mmap backend.
-    let direct: DirectWriter?
     private let state: ConditionLock<State>
     /// The flush thread waits on this for new work; nobody else does.
     private static let work = 0
@@ -90,20 +73,21 @@ final class GroupCommitter: Sendable {
     private static let parkers = 256
     private let thread = ConditionLock<BackgroundThread?>(nil)
 
-    init(start: LogPosition, policy: DurabilityPolicy, directory: String, logger: Logger, metrics: WALMetrics,
+    init(start: LogEnd, policy: DurabilityPolicy, directory: String, logger: Logger, metrics: WALMetrics,
          batchDelay: Duration = .zero, maxBatchBytes: Int? = nil, direct: DirectWriter? = nil) {
         self.policy = policy
-        self.direct = direct
         self.metrics = metrics
+        scheduler = FlushScheduler(policy: policy, staged: direct != nil)
+        flusher = direct.map { StagedFlusher(direct: $0) as any Flusher } ?? MappedFlusher()
         let parts = batchDelay.components
         batchDelayNanoseconds = Int(parts.seconds) * 1_000_000_000 + Int(parts.attoseconds / 1_000_000_000)
         // `.none` never flushes on its own schedule, so it has nothing to bound.
         maxUnflushedBytes = policy == .none ? nil : maxBatchBytes.map { UInt64($0) }
         self.logger = logger
         self.directory = directory
-        var initial = State(written: start, durable: start)
-        initial.parked.reserveCapacity(Self.parkers)
-        state = ConditionLock(initial, conditions: 2 + Self.parkers)
+        state = ConditionLock(State(written: start, stagedTo: start.stream, durable: start, flushedStream: start.stream,
+                                    waiters: DurabilityWaiters(parkers: Self.parkers)),
+                              conditions: 2 + Self.parkers)
     }
 
     func start() {
@@ -114,40 +98,61 @@ final class GroupCommitter: Sendable {
     /// Whether readers see records as soon as they are copied: only under `.none` with the mmap
     /// backend, where the copy is in the file's page cache. Staged records (io_uring backend)
     /// become visible once written to the file.
-    private var visibleOnCopy: Bool { policy == .none && direct == nil }
+    private var visibleOnCopy: Bool { policy == .none && !scheduler.staged }
 
-    /// What readers may see: flushed records, or under `.none` every copied record.
-    var visible: LogPosition {
+    /// What readers may see: flushed records, or under `.none` every copied record. Always the
+    /// end of a complete batch.
+    var visible: LogEnd {
         state.withLock { visibleOnCopy ? $0.written : $0.durable }
     }
 
-    var durable: LogPosition { state.withLock { $0.durable } }
+    var durable: LogEnd { state.withLock { $0.durable } }
 
     var statistics: (flushes: Int, recordsFlushed: UInt64) { state.withLock { ($0.flushes, $0.recordsFlushed) } }
 
     /// The sticky flush failure, if any.
     var failure: WALError? { state.withLock { $0.failure } }
 
-    /// Called by an appender after its copy, for the last record it copied. Called outside the
-    /// append lock, so calls can arrive out of order: the position only moves forward. That is
-    /// safe because every copy completes under the append lock before a later LSN is handed out,
-    /// so all records up to the highest noted LSN are already in place.
-    func noteWritten(_ position: LogPosition, in segment: Segment) {
-        var wake: [Follower] = []
-        var sealedWaiting = false
+    private func inputs(_ value: State) -> FlushScheduler.Inputs {
+        FlushScheduler.Inputs(written: value.written, stagedTo: value.stagedTo, durable: value.durable,
+                              flushedStream: value.flushedStream, sealedWaiting: !value.sealedFiles.isEmpty,
+                              roomWanted: value.roomWanted, stopping: value.stopping, failed: value.failure != nil,
+                              finalSynced: value.finalSynced)
+    }
+
+    // MARK: From the appenders
+
+    /// Mapped backend, under the append lock: `file` was sealed; it must be synced by the flush
+    /// that covers any later LSN (I1). Under `.none` it is synced in the background now.
+    func noteSealed(_ file: OpenFile) {
         state.withLock { value in
-            guard position.lsn > value.written.lsn else { return }
-            value.written = position
-            writtenBytes.store(position.bytes, ordering: .releasing)
-            if direct == nil && value.dirtyActive !== segment.file {
-                if let previous = value.dirtyActive { value.dirtySealed.append(previous) }
-                value.dirtyActive = segment.file
-                // Under `.none` sealed files are flushed in the background as they appear.
-                if policy == .none && !value.dirtySealed.isEmpty { sealedWaiting = true }
-            }
-            if visibleOnCopy { wake = takeFollowers(&value, upTo: position.lsn) }
+            value.sealedFiles.append(file)
+            if value.activeFile === file { value.activeFile = nil }
         }
-        if policy == .groupCommit || sealedWaiting || (direct != nil && policy == .none) { state.signal(Self.work) }
+        if policy == .none { state.signal(Self.work) }
+    }
+
+    /// Mapped backend, under the append lock: records now go to `file`.
+    func noteActive(_ file: OpenFile) {
+        state.withLock { $0.activeFile = file }
+    }
+
+    /// Called by an appender after a batch, with the end of the log it left (and, from a
+    /// staged writer waiting for room, how far it has staged inside the batch it is copying).
+    /// Calls arrive out of order (outside the append lock): each value only moves forward.
+    /// That is safe because every batch completes under the append lock before a later LSN is
+    /// handed out, so all records up to the highest reported end are in place.
+    func noteWritten(_ end: LogEnd, stagedTo: UInt64? = nil) {
+        var wake: [DurabilityWaiters.Follower] = []
+        state.withLock { value in
+            if end.lsn > value.written.lsn {
+                value.written = end
+                writtenBytes.store(end.bytes, ordering: .releasing)
+                if visibleOnCopy { wake = value.waiters.takeFollowers(upTo: end.lsn) }
+            }
+            value.stagedTo = max(value.stagedTo, stagedTo ?? end.stream, value.written.stream)
+        }
+        if scheduler.shouldWake(state.withLock { inputs($0) }) { state.signal(Self.work) }
         for follower in wake { follower.continuation.resume(returning: true) }
     }
 
@@ -166,7 +171,7 @@ final class GroupCommitter: Sendable {
 
     /// Blocks while more than `maxBatchBytes` appended bytes are unflushed, asking the flusher to
     /// flush now. Appenders call it before copying, so unflushed data stays within the limit
-    /// plus one record per concurrent appender.
+    /// plus one batch per concurrent appender.
     func waitForRoom() throws {
         guard let limit = maxUnflushedBytes else { return }
         // Durable first: it only grows, so this can overstate the backlog, never understate it.
@@ -194,30 +199,17 @@ final class GroupCommitter: Sendable {
         let failure: WALError? = state.wait(until: { value in
             if value.durable.lsn >= lsn || value.failure != nil || value.stopped { return true }
             if !registered {
-                value.parked.append((lsn, parker))
+                value.waiters.park(lsn, on: parker)
                 registered = true
             }
             return false
         }, on: parker) { value in
-            if registered, value.durable.lsn < lsn,
-               let index = value.parked.firstIndex(where: { $0.parker == parker && $0.lsn == lsn }) {
-                // Woken by a failure or by close, which leave the list alone.
-                value.parked.remove(at: index)
-            }
+            // Woken by a failure or by close, which leave the list alone.
+            if registered, value.durable.lsn < lsn { value.waiters.unpark(lsn, from: parker) }
             if value.durable.lsn >= lsn { return nil }
             return value.failure ?? closedError()
         }
         if let failure { throw failure }
-    }
-
-    /// Moves the parkers of appenders covered by `durable` (all of them when `all`) into
-    /// `buffer`, a buffer the flusher thread owns. Called with the lock held; ``signalParkers(_:)``
-    /// signals them after it is released.
-    private func collectParked(_ value: inout State, all: Bool, into buffer: inout [Int]) {
-        guard !value.parked.isEmpty else { return }
-        let durable = value.durable.lsn
-        for entry in value.parked where all || entry.lsn <= durable { buffer.append(entry.parker) }
-        if all { value.parked.removeAll(keepingCapacity: true) } else { value.parked.removeAll { $0.lsn <= durable } }
     }
 
     /// Signals collected parkers outside the lock, so a woken appender does not block on the
@@ -234,7 +226,7 @@ final class GroupCommitter: Sendable {
                 if value.durable.lsn >= lsn { return .success(()) }
                 if let failure = value.failure { return .failure(failure) }
                 if value.stopped { return .failure(closedError()) }
-                value.waiters.append(Waiter(lsn: lsn, continuation: continuation))
+                value.waiters.add(DurabilityWaiters.Waiter(lsn: lsn, continuation: continuation))
                 return nil
             }
             if let outcome { continuation.resume(with: outcome) }
@@ -244,23 +236,20 @@ final class GroupCommitter: Sendable {
     /// Suspends until a record after `lsn` is visible to readers. Returns false when the WAL
     /// closed or the task was cancelled.
     func waitVisible(after lsn: LSN) async -> Bool {
-        let id = state.withLock { value -> UInt64 in value.nextFollowerID += 1; return value.nextFollowerID }
+        let id = state.withLock { $0.waiters.newFollowerID() }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
                 let immediate: Bool? = state.withLock { value in
                     let visibleLSN = visibleOnCopy ? value.written.lsn : value.durable.lsn
                     if visibleLSN > lsn { return true }
                     if value.stopped || value.failure != nil || Task.isCancelled { return false }
-                    value.followers.append(Follower(id: id, after: lsn, continuation: continuation))
+                    value.waiters.add(DurabilityWaiters.Follower(id: id, after: lsn, continuation: continuation))
                     return nil
                 }
                 if let immediate { continuation.resume(returning: immediate) }
             }
         } onCancel: {
-            let cancelled = state.withLock { value -> Follower? in
-                guard let index = value.followers.firstIndex(where: { $0.id == id }) else { return nil }
-                return value.followers.remove(at: index)
-            }
+            let cancelled = state.withLock { $0.waiters.removeFollower(id) }
             cancelled?.continuation.resume(returning: false)
         }
     }
@@ -275,13 +264,6 @@ final class GroupCommitter: Sendable {
         WALError(.closed, path: directory, operation: "append", hint: "The WAL was closed: open it again to continue.")
     }
 
-    private func takeFollowers(_ value: inout State, upTo lsn: LSN) -> [Follower] {
-        guard !value.followers.isEmpty else { return [] }
-        let ready = value.followers.filter { $0.after < lsn }
-        value.followers.removeAll { $0.after < lsn }
-        return ready
-    }
-
     /// Flushes everything written, then stops the thread. Returns the final flush's failure.
     func stop() -> WALError? {
         state.withLock { $0.stopping = true }
@@ -289,6 +271,8 @@ final class GroupCommitter: Sendable {
         thread.withLock { $0 }?.join()
         return state.withLock { $0.failure }
     }
+
+    // MARK: The flush thread
 
     private func run() {
         var toWake: [Int] = []
@@ -307,21 +291,13 @@ final class GroupCommitter: Sendable {
         var lastFlushDuration = 0
         while true {
             var interval: Int? = nil
-            if let intervalNanoseconds {
+            if let intervalNanoseconds, failure == nil {
                 let elapsed = Self.monotonicNanoseconds() - lastFlushStart
                 interval = max(0, intervalNanoseconds - lastFlushDuration - elapsed)
             }
-            let delayed = state.wait(until: { value in
-                if value.roomWanted && value.written.lsn > value.durable.lsn { return true }
-                switch policy {
-                case .groupCommit: return value.stopping || value.written.lsn > value.durable.lsn
-                case .interval: return value.stopping
-                case .none:
-                    if direct != nil { return value.stopping || value.written.lsn > value.durable.lsn }
-                    return value.stopping || !value.dirtySealed.isEmpty
-                }
-            }, on: Self.work, timeoutNanoseconds: interval) { value in
-                policy == .groupCommit && batchDelayNanoseconds > 0 && !value.stopping && !value.roomWanted
+            let delayed = state.wait(until: { value in scheduler.shouldWake(inputs(value)) },
+                                     on: Self.work, timeoutNanoseconds: interval) { value in
+                policy == .groupCommit && batchDelayNanoseconds > 0 && !value.stopping && !value.roomWanted && value.failure == nil
             }
             if delayed {
                 // commit_delay: let more appends join this flush.
@@ -329,25 +305,24 @@ final class GroupCommitter: Sendable {
                 nanosleep(&pause, nil)
             }
             let flushStart = Self.monotonicNanoseconds()
-            if let direct { flushStaged(direct, toWake: &toWake) } else { flushMapped(toWake: &toWake) }
+            let job = state.withLock { value -> (job: FlushScheduler.Job, sealed: [OpenFile], active: OpenFile?)? in
+                value.roomWanted = false
+                guard let job = scheduler.job(inputs(value)) else { return nil }
+                let sealed = value.sealedFiles
+                if !sealed.isEmpty { value.sealedFiles = [] }
+                return (job, sealed, value.activeFile)
+            }
+            if let job { flush(job.job, sealed: job.sealed, active: job.active, toWake: &toWake) }
             // Bounded so one stalled flush cannot make the next ones start back to back.
             lastFlushDuration = min(Self.monotonicNanoseconds() - flushStart, (intervalNanoseconds ?? 0) / 2)
             lastFlushStart = flushStart
-            let done = state.withLock { value -> Bool in
-                guard value.stopping else { return false }
-                // Leave only when everything written has been flushed (or flushing failed), and,
-                // for staged `.none` records, the closing flush has synced them.
-                return value.failure != nil
-                    || (value.written.lsn == value.durable.lsn && value.dirtyActive == nil
-                        && (direct == nil || policy != .none || value.finalSynced))
-            }
+            let done = state.withLock { value in value.stopping && scheduler.mayStop(inputs(value)) }
             if done { break }
         }
-        let (waiters, followers) = state.withLock { value -> ([Waiter], [Follower]) in
+        let (waiters, followers) = state.withLock { value -> ([DurabilityWaiters.Waiter], [DurabilityWaiters.Follower]) in
             value.stopped = true
-            collectParked(&value, all: true, into: &toWake)
-            defer { value.waiters = []; value.followers = [] }
-            return (value.waiters, value.followers)
+            value.waiters.collectParked(upTo: value.durable.lsn, all: true, into: &toWake)
+            return value.waiters.takeAll()
         }
         signalParkers(&toWake)
         state.broadcast(Self.flushed)
@@ -356,91 +331,46 @@ final class GroupCommitter: Sendable {
         for follower in followers { follower.continuation.resume(returning: false) }
     }
 
-    /// mmap backend: fdatasync every file written since the last flush (under `.none`, only
-    /// sealed ones, without claiming the durable LSN moved).
-    private func flushMapped(toWake: inout [Int]) {
-        let job: (target: LogPosition, sealed: [OpenFile], active: OpenFile?)? = state.withLock { value in
-            value.roomWanted = false
-            guard value.failure == nil, value.written.lsn > value.durable.lsn || value.dirtyActive != nil else { return nil }
-            if policy == .none && !value.stopping {
-                // Only sealed files; the durable LSN is not claimed to move.
-                guard !value.dirtySealed.isEmpty else { return nil }
-                let sealed = value.dirtySealed
-                value.dirtySealed = []
-                return (value.durable, sealed, nil)
-            }
-            // The next copy into the active segment lists it again (see noteWritten).
-            let job = (value.written, value.dirtySealed, value.dirtyActive)
-            if !value.dirtySealed.isEmpty { value.dirtySealed = [] }
-            value.dirtyActive = nil
-            return job
-        }
-        if let job {
-            flush(job.target, toWake: &toWake) {
-                for segment in job.sealed { try segment.dataSync() }
-                if let active = job.active { try active.dataSync() }
-            }
-        }
-    }
-
-    /// io_uring backend: write the staged bytes and, unless the policy is `.none` (before close),
-    /// sync them.
-    private func flushStaged(_ direct: DirectWriter, toWake: inout [Int]) {
-        let job = state.withLock { value -> (target: LogPosition, sync: Bool)? in
-            value.roomWanted = false
-            guard value.failure == nil else { return nil }
-            if value.written.lsn > value.durable.lsn { return (value.written, policy != .none || value.stopping) }
-            if value.stopping && policy == .none && !value.finalSynced { return (value.written, true) }
-            return nil
-        }
-        guard let job else { return }
-        flush(job.target, toWake: &toWake) {
-            try direct.flush(upTo: job.target.stream, sync: job.sync)
-        }
-        if job.sync { state.withLock { $0.finalSynced = $0.stopping } }
-    }
-
-    /// Runs `io` (the writes and syncs that make `target` durable), then publishes `target` as
-    /// durable and wakes whoever it covers; or, when `io` throws, makes the failure final.
-    private func flush(_ target: LogPosition, toWake: inout [Int], io: () throws -> Void) {
+    /// Runs the job's I/O, then publishes its target as durable and wakes whoever it covers;
+    /// or, when the I/O throws, makes the failure final.
+    private func flush(_ job: FlushScheduler.Job, sealed: [OpenFile], active: OpenFile?, toWake: inout [Int]) {
         var failed: WALError? = nil
         let started = ContinuousClock.now
         do {
-            try io()
+            try flusher.run(job, sealed: sealed, active: active)
         } catch {
             let cause = error as? WALError
             failed = WALError(.flushFailed, path: cause?.path ?? directory, operation: cause?.operation ?? "flush", errno: cause?.errno ?? 0,
                               hint: "Flushing the WAL failed, so nothing written since the last good flush is acknowledged; the kernel may have dropped those pages, so SignalWAL will not retry. Check the device (dmesg), then reopen the WAL: recovery keeps everything that is really on disk.")
         }
         let took = ContinuousClock.now - started
-        var resume: [Waiter] = []
-        var fail: [Waiter] = []
-        var wake: [Follower] = []
-        var dropped: [Follower] = []
+        var resume: [DurabilityWaiters.Waiter] = []
+        var fail: [DurabilityWaiters.Waiter] = []
+        var wake: [DurabilityWaiters.Follower] = []
+        var dropped: [DurabilityWaiters.Follower] = []
         state.withLock { value in
             if let failed {
                 metrics.flushFailures.increment()
                 value.failure = failed
-                collectParked(&value, all: true, into: &toWake)
-                fail = value.waiters
-                value.waiters = []
-                dropped = value.followers
-                value.followers = []
+                value.waiters.collectParked(upTo: value.durable.lsn, all: true, into: &toWake)
+                (fail, dropped) = value.waiters.takeAll()
                 return
             }
             value.flushes += 1
-            let covered = target.lsn - value.durable.lsn
             metrics.flushes.increment()
             metrics.flushDuration.recordNanoseconds(took.components.seconds * 1_000_000_000 + took.components.attoseconds / 1_000_000_000)
+            value.flushedStream = max(value.flushedStream, job.stream)
+            if value.stopping && job.sync { value.finalSynced = true }
+            guard job.publish, job.target.lsn >= value.durable.lsn else { return }
+            let covered = job.target.lsn - value.durable.lsn
             if covered > 0 { metrics.recordsPerFlush.record(covered) }
-            metrics.durableLag.record(value.written.lsn - target.lsn)
+            metrics.durableLag.record(value.written.lsn - job.target.lsn)
             value.recordsFlushed += covered
-            value.durable = target
-            durableBytes.store(target.bytes, ordering: .releasing)
-            collectParked(&value, all: false, into: &toWake)
-            resume = value.waiters.filter { $0.lsn <= target.lsn }
-            value.waiters.removeAll { $0.lsn <= target.lsn }
-            if !visibleOnCopy { wake = takeFollowers(&value, upTo: target.lsn) }
+            value.durable = job.target
+            durableBytes.store(job.target.bytes, ordering: .releasing)
+            value.waiters.collectParked(upTo: job.target.lsn, all: false, into: &toWake)
+            resume = value.waiters.takeWaiters(upTo: job.target.lsn)
+            if !visibleOnCopy { wake = value.waiters.takeFollowers(upTo: job.target.lsn) }
         }
         signalParkers(&toWake)
         state.broadcast(Self.flushed)

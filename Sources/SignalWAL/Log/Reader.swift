@@ -96,9 +96,14 @@ final class RecordCursor {
                 segment = nil
                 continue
             }
+            // Damaged ranges recovery found are stepped over, never read: a page of one may be
+            // unreadable, and touching it through the mapping would be a SIGBUS.
+            let damaged = segments.first(where: { $0.sequence == current.sequence })?.damaged ?? []
+            if let range = damaged.first(where: { $0.contains(offset) }) { offset = range.upperBound }
+            let stop = min(limit, damaged.first(where: { $0.lowerBound >= offset })?.lowerBound ?? limit)
             var scanner = SegmentScanner(bytes: current.mapping.bytes, epoch: current.epoch,
                                          maxPayload: Format.largestPayload(segmentSize: current.size),
-                                         start: offset, limit: limit, previousLSN: lastLSN)
+                                         start: offset, limit: stop, previousLSN: lastLSN)
             while let event = scanner.next() {
                 guard case .record(let at, let header) = event else { continue }
                 offset = scanner.offset
@@ -107,11 +112,16 @@ final class RecordCursor {
                 let payloadStart = at + Format.recordHeaderSize
                 let payload = Array(current.mapping.slice(payloadStart, Int(header.length)))
                 // Check after reading: the copy is what we return, so the copy is what we verify.
-                let crc = RecordHeader.checksum(payloadCRC: CRC32C.checksum(payload), length: header.length,
+                let crc = RecordHeader.checksum(payloadCRC: CRC32C.checksum(payload), length: header.length, flags: header.flags,
                                                 lsn: header.lsn, epoch: current.epoch)
                 guard crc == header.crc else { continue }
                 wanted = header.lsn + 1
                 return Record(lsn: header.lsn, payload: payload, segment: current.sequence, offset: at)
+            }
+            if stop < limit, let range = damaged.first(where: { $0.lowerBound == stop }) {
+                // Resume after the damaged range, at the valid record recovery found there.
+                offset = range.upperBound
+                continue
             }
             if current.sequence == visible.segment { return nil }
             // Done with this segment: move to the next one by sequence.
@@ -123,7 +133,7 @@ final class RecordCursor {
         return nil
     }
 
-    private func startingSegment(in segments: [SegmentInfo], visible: LogPosition) -> SegmentInfo? {
+    private func startingSegment(in segments: [SegmentInfo], visible: LogEnd) -> SegmentInfo? {
         let candidates = segments.filter { $0.sequence <= visible.segment }
         return candidates.last(where: { $0.firstLSN != 0 && $0.firstLSN <= wanted }) ?? candidates.first
     }

@@ -16,21 +16,13 @@ import Synchronization
 /// form suspends instead. Readers only ever see records that are durable (under `.none`, that
 /// have been copied).
 public final class WAL: Sendable {
+    /// Everything the append lock guards. The writer owns where records go; this owns the LSNs.
     struct AppendState {
-        var active: Segment?
-        var offset: Int
-        /// The offset at which the next window request goes to the allocator thread, and how far
-        /// page-table entries have been dropped behind the cursor.
-        var windowMark = 0
-        var releasedUpTo = Format.segmentHeaderBlock
+        let writer: any SegmentWriter
         var nextLSN: LSN
+        /// The end of the last complete batch.
+        var end: LogEnd
         var closed = false
-        /// Record bytes appended since open (see ``Configuration/maxBatchBytes``).
-        var bytesAppended: UInt64 = 0
-        /// io_uring backend: the staging stream position of the active segment's offset 0, and
-        /// how far the staging buffer is known to be zero past the last record.
-        var streamBase: UInt64 = 0
-        var zeroedTo: UInt64 = 0
     }
     struct Catalog {
         /// Segments holding live records, oldest first; the last is the active segment.
@@ -62,25 +54,28 @@ public final class WAL: Sendable {
     private let checkpointGate = ConditionLock<Void>(())
     private let isClosed = Atomic<Bool>(false)
     let maxRecordSize: Int
+    /// The most record bytes one `append(contentsOf:)` may carry (``Configuration/maxBatchBytes``).
+    let maxBatchBytes: Int
     /// Bound on records per `append(contentsOf:)` call, so one call cannot hold the append lock
     /// for an unbounded time.
     public static let maxBatchCount = 65_536
 
     private init(directory: String, configuration: Configuration, lock: DirectoryLock, recovered: RecoveredState,
-                 direct: DirectWriter?) {
+                 direct: DirectWriter?) throws {
         self.directory = directory
         self.configuration = configuration
         self.lock = lock
         self.recoveryReport = recovered.report
         self.maxRecordSize = configuration.effectiveMaxRecordSize
+        self.maxBatchBytes = configuration.effectiveMaxBatchBytes
+        // The recovered active segment, when it holds a record; an empty one is begun afresh
+        // below, as if it were a spare.
         let activeInfo = recovered.segments.last
-        let offset = recovered.active != nil ? activeInfo!.endOffset : Format.segmentHeaderBlock
-        // Staging past the recovered end is zero up to the end of its block (see stagedWriter).
-        appendState = ConditionLock(AppendState(active: recovered.active, offset: offset, nextLSN: recovered.nextLSN,
-                                                zeroedTo: DirectWriter.alignUp(UInt64(offset) + 1)))
+        let resumed = recovered.active.flatMap { activeInfo!.endOffset > Format.segmentHeaderBlock ? $0 : nil }
+        let offset = resumed != nil ? activeInfo!.endOffset : 0
+        let start = LogEnd(lsn: recovered.nextLSN - 1, segment: resumed?.sequence ?? 0, offset: offset, stream: UInt64(offset))
         catalog = ConditionLock(Catalog(segments: recovered.segments, checkpoint: recovered.checkpointLSN))
         self.direct = direct
-        let start = LogPosition(lsn: recovered.nextLSN - 1, segment: activeInfo?.sequence ?? 0, offset: offset, stream: UInt64(offset))
         metrics = WALMetrics(directory: directory, factory: configuration.metricsFactory)
         committer = GroupCommitter(start: start, policy: configuration.durability, directory: directory,
                                    logger: configuration.logger, metrics: metrics,
@@ -88,11 +83,27 @@ public final class WAL: Sendable {
                                    direct: direct)
         allocator = SegmentAllocator(directory: directory, segmentSize: configuration.segmentSize,
                                      spares: configuration.spareSegments, nextSequence: recovered.nextSequence,
-                                     ready: recovered.spares, reusable: recovered.reusable,
+                                     ready: [], reusable: recovered.reusable,
                                      useIOURing: configuration.useIOURing,
                                      prefault: configuration.durability != .groupCommit && configuration.backend == .mmap,
                                      logger: configuration.logger,
                                      metrics: metrics)
+        let committer = committer
+        let writer: any SegmentWriter
+        if let direct {
+            writer = StagedSegmentWriter(active: resumed, offset: offset, direct: direct, committer: committer)
+        } else {
+            writer = MappedSegmentWriter(active: resumed, offset: offset, committer: committer, allocator: allocator)
+        }
+        appendState = ConditionLock(AppendState(writer: writer, nextLSN: recovered.nextLSN, end: start))
+        if let empty = recovered.active, resumed == nil {
+            try writer.begin(writer.prepare(empty), firstLSN: recovered.nextLSN, committed: start)
+            catalog.withLock { catalog in
+                if let index = catalog.segments.lastIndex(where: { $0.sequence == empty.sequence }) {
+                    catalog.segments[index].firstLSN = recovered.nextLSN
+                }
+            }
+        }
     }
 
     /// Opens (creating if needed) the WAL in `directory` and recovers it.
@@ -114,7 +125,7 @@ public final class WAL: Sendable {
                 CheckpointFile.prepareStandby(directory: path)
             }
             let direct = try configuration.backend == .uring ? stagedWriter(recovered, configuration: configuration, directory: path) : nil
-            let wal = WAL(directory: path, configuration: configuration, lock: lock, recovered: recovered, direct: direct)
+            let wal = try WAL(directory: path, configuration: configuration, lock: lock, recovered: recovered, direct: direct)
             wal.allocator.start()
             wal.committer.start()
             configuration.logger.info("opened WAL", metadata: [
@@ -128,17 +139,15 @@ public final class WAL: Sendable {
         }
     }
 
-    /// The io_uring backend's writer, with the active segment placed at stream position 0 and
-    /// the partly filled block its next record lands in loaded into staging, so the first flush
-    /// writes that block back whole.
+    /// The io_uring backend's writer. An active segment that holds records is placed at stream
+    /// position 0, and the partly filled block its next record lands in is loaded into staging,
+    /// so the first flush writes that block back whole. (An empty one is begun like a spare.)
     private static func stagedWriter(_ recovered: RecoveredState, configuration: Configuration, directory: String) throws -> DirectWriter {
-        let offset = recovered.active != nil ? recovered.segments.last!.endOffset : Format.segmentHeaderBlock
-        // A segment with no record yet gets its header written with its first record, so its
-        // staging starts at 0 and the first flush writes the header block too.
-        let start = UInt64(recovered.active != nil && offset > Format.segmentHeaderBlock ? offset : 0)
+        let offset = recovered.active != nil ? recovered.segments.last!.endOffset : 0
+        let resumes = offset > Format.segmentHeaderBlock
         let writer = try DirectWriter(directory: directory, capacity: DirectWriter.capacity(maxRecordSize: configuration.effectiveMaxRecordSize),
-                                  start: start, logger: configuration.logger)
-        if let active = recovered.active {
+                                      start: resumes ? UInt64(offset) : 0, logger: configuration.logger)
+        if let active = recovered.active, resumes {
             try writer.place(active, at: 0)
             let block = DirectWriter.alignDown(UInt64(offset))
             let count = min(DirectWriter.block, active.size - Int(block))
@@ -173,8 +182,12 @@ public final class WAL: Sendable {
         return lsn
     }
 
-    /// Appends records with consecutive LSNs in one call, all or none, and returns their range
-    /// once the last is durable under the configured policy.
+    /// Appends records with consecutive LSNs as one batch and returns their range once the last
+    /// is durable under the configured policy.
+    ///
+    /// The batch is all or none, across crashes too: readers see none of it until all of it is
+    /// visible, and recovery drops a batch whose last record did not reach the disk. At most
+    /// ``maxBatchCount`` records and ``Configuration/maxBatchBytes`` bytes (record spans).
     @discardableResult
     public func append<Bytes: Collection>(contentsOf payloads: [Bytes]) throws -> ClosedRange<LSN> where Bytes.Element == UInt8 {
         let range = try enqueue(contentsOf: payloads)
@@ -182,6 +195,8 @@ public final class WAL: Sendable {
         return range
     }
 
+    /// The `async` form of ``append(contentsOf:)-(_)``: suspends instead of blocking while the
+    /// flush runs.
     @discardableResult
     public func append<Bytes: Collection>(contentsOf payloads: [Bytes]) async throws -> ClosedRange<LSN> where Bytes.Element == UInt8 {
         let range = try enqueue(contentsOf: payloads)
@@ -192,27 +207,12 @@ public final class WAL: Sendable {
     /// Copies a record into the log and returns its LSN without waiting for it to be durable.
     /// Pair with ``waitUntilDurable(_:)``; nothing is acknowledged until that returns.
     public func enqueue<Bytes: Collection>(_ payload: Bytes) throws -> LSN where Bytes.Element == UInt8 {
-        if let range = try payload.withContiguousStorageIfAvailable({ buffer in
-            try copyIn(count: 1) { _ in UnsafeRawBufferPointer(buffer) }
-        }) {
-            return range.lowerBound
-        }
-        return try Array(payload).withUnsafeBytes { raw in try copyIn(count: 1) { _ in raw } }.lowerBound
+        try copyIn(SinglePayload(payload: payload)).lowerBound
     }
 
     /// Copies a batch of records with consecutive LSNs, all or none, without waiting.
     public func enqueue<Bytes: Collection>(contentsOf payloads: [Bytes]) throws -> ClosedRange<LSN> where Bytes.Element == UInt8 {
-        // One contiguous copy of the batch, so every payload can be viewed without nesting.
-        var joined: [UInt8] = []
-        var bounds: [Int] = [0]
-        bounds.reserveCapacity(payloads.count + 1)
-        for payload in payloads {
-            joined.append(contentsOf: payload)
-            bounds.append(joined.count)
-        }
-        return try joined.withUnsafeBytes { raw in
-            try copyIn(count: payloads.count) { UnsafeRawBufferPointer(rebasing: raw[bounds[$0]..<bounds[$0 + 1]]) }
-        }
+        try copyIn(PayloadArray(payloads: payloads))
     }
 
     /// Blocks until `lsn` is durable under the configured policy (at once for `.interval` and
@@ -228,192 +228,134 @@ public final class WAL: Sendable {
         try await committer.durable(lsn)
     }
 
-    /// Reserves space, copies and checksums `count` records under the append lock, and tells
-    /// the committer. Space for the whole batch (new segments included) is secured before any
-    /// byte is written, so a full disk fails the batch without writing part of it.
-    private func copyIn(count: Int, payload: (Int) -> UnsafeRawBufferPointer) throws -> ClosedRange<LSN> {
+    /// The append path, the same for both backends: check the batch, reserve the segments it
+    /// needs (prepared for writing) before any byte is written, then for each record seal and
+    /// begin segments as needed and write it, and publish the end of the batch.
+    private func copyIn<Source: PayloadSource>(_ batch: Source) throws -> ClosedRange<LSN> {
+        let count = batch.count
         guard count > 0, count <= WAL.maxBatchCount else {
             throw WALError(.invalidArgument, path: directory, operation: "append",
                            hint: "A batch must hold 1 to \(WAL.maxBatchCount) records; this one has \(count). Split it.")
         }
         // Check before writing: sizes, then the payload CRCs, outside the lock.
-        var single: UInt32 = 0
+        var single: (crc: UInt32, length: Int) = (0, 0)
+        var records: [(crc: UInt32, length: Int)] = []
+        if count > 1 { records.reserveCapacity(count) }
         var payloadBytes = 0
-        var crcs: [UInt32] = []
-        if count > 1 { crcs.reserveCapacity(count) }
+        var batchBytes = 0
         for index in 0..<count {
-            let bytes = payload(index)
-            guard bytes.count <= maxRecordSize else {
-                throw WALError(.recordTooLarge(size: bytes.count, limit: maxRecordSize), path: directory, operation: "append",
-                               hint: "The record is \(bytes.count) bytes; the limit is \(maxRecordSize) bytes (maxRecordSize, at most a quarter of the \(configuration.segmentSize)-byte segment by default). Split the record or raise maxRecordSize.")
+            let checked = try batch.with(index) { bytes -> (crc: UInt32, length: Int) in
+                guard bytes.count <= maxRecordSize else {
+                    throw WALError(.recordTooLarge(size: bytes.count, limit: maxRecordSize), path: directory, operation: "append",
+                                   hint: "Record \(index) of the batch is \(bytes.count) bytes; the limit is \(maxRecordSize) bytes (maxRecordSize, at most a quarter of the \(configuration.segmentSize)-byte segment by default). Split the record or raise maxRecordSize.")
+                }
+                return (CRC32C.checksum(bytes), bytes.count)
             }
-            let crc = CRC32C.checksum(bytes)
-            payloadBytes += bytes.count
-            if count == 1 { single = crc } else { crcs.append(crc) }
+            payloadBytes += checked.length
+            batchBytes += Format.recordSpan(payloadLength: checked.length)
+            if count == 1 { single = checked } else { records.append(checked) }
         }
+        guard batchBytes <= maxBatchBytes else {
+            throw WALError(.invalidArgument, path: directory, operation: "append",
+                           hint: "The batch is \(batchBytes) bytes (\(count) records with their headers); a batch may be at most \(maxBatchBytes) bytes (maxBatchBytes). Split it.")
+        }
+        func record(_ index: Int) -> (crc: UInt32, length: Int) { count == 1 ? single : records[index] }
         // Bounded unflushed data: wait (and ask for a flush) before copying more.
         try committer.waitForRoom()
-        let written = try appendState.withLock { state throws -> (range: ClosedRange<LSN>, position: LogPosition, segment: Segment) in
+        let end = try appendState.withLock { state throws -> (range: ClosedRange<LSN>, end: LogEnd) in
             guard !state.closed else { throw closedError(operation: "append") }
             if let failure = committer.failure { throw failure }
-            // Segments this batch will need beyond the active one, taken before writing.
-            var spares: [Segment] = []
-            // io_uring backend: the descriptors flushes will write the spares through.
-            var spareFiles: [OpenFile] = []
-            var probe = state.active == nil ? Int.max : state.offset
-            var probeSize = state.active?.size ?? 0
+            let writer = state.writer
+            var spares = try reserveSpares(for: count, writer: writer) { Format.recordSpan(payloadLength: record($0).length) }
+            let first = state.nextLSN
+            var bytes = state.end.bytes
+            do {
+                for index in 0..<count {
+                    let (crc, length) = record(index)
+                    let span = Format.recordSpan(payloadLength: length)
+                    if writer.active.map({ writer.offset + span > $0.size }) ?? true {
+                        sealInCatalog(writer, lastLSN: state.nextLSN - 1)
+                        writer.seal()
+                        let next = spares.removeFirst()
+                        try writer.begin(next, firstLSN: state.nextLSN, committed: state.end)
+                        beginInCatalog(next.segment, firstLSN: state.nextLSN)
+                    }
+                    let segment = writer.active!
+                    let flags = RecordFlags.forRecord(index, of: count)
+                    let header = RecordHeader(length: UInt32(length),
+                                              crc: RecordHeader.checksum(payloadCRC: crc, length: UInt32(length), flags: flags,
+                                                                         lsn: state.nextLSN, epoch: segment.epoch),
+                                              lsn: state.nextLSN, epoch: segment.epoch, flags: flags)
+                    try batch.with(index) { try writer.append(header, payload: $0, committed: state.end) }
+                    state.nextLSN += 1
+                    bytes += UInt64(span)
+                }
+            } catch {
+                // Only a failed flush (sticky: the WAL takes no more appends) gets here. The
+                // partial batch is never published, and recovery drops it.
+                allocator.giveBack(spares.map(\.segment))
+                throw error
+            }
+            precondition(spares.isEmpty, "batch layout and segment switches disagree")
+            writer.finishBatch()
+            state.end = writer.end(lsn: state.nextLSN - 1, bytes: bytes)
+            return (first...(state.nextLSN - 1), state.end)
+        }
+        // Outside the append lock, so appenders do not queue behind the committer's lock.
+        committer.noteWritten(end.end)
+        metrics.recordsAppended.increment(by: count)
+        metrics.bytesAppended.increment(by: payloadBytes)
+        return end.range
+    }
+
+    /// The segments a batch of `count` records needs beyond the active one, taken from the
+    /// allocator and prepared for writing, so a full disk fails the batch before any byte of it
+    /// is written.
+    private func reserveSpares(for count: Int, writer: any SegmentWriter, span: (Int) -> Int) throws -> [SpareSegment] {
+        var spares: [SpareSegment] = []
+        var probe = writer.active == nil ? nil : writer.offset
+        var probeSize = writer.active?.size ?? 0
+        do {
             for index in 0..<count {
-                let span = Format.recordSpan(payloadLength: payload(index).count)
-                if probe == Int.max || probe + span > probeSize {
+                let span = span(index)
+                if probe.map({ $0 + span > probeSize }) ?? true {
+                    let segment = try allocator.takeSpare()
                     do {
-                        spares.append(try allocator.takeSpare())
-                        if let direct { spareFiles.append(try direct.openFile(for: spares.last!)) }
+                        spares.append(try writer.prepare(segment))
                     } catch {
-                        allocator.giveBack(spares)
-                        if (error as? WALError)?.kind == .outOfSpace { metrics.outOfSpaceErrors.increment() }
+                        allocator.giveBack([segment])
                         throw error
                     }
                     probe = Format.segmentHeaderBlock
-                    probeSize = spares.last!.size
+                    probeSize = segment.size
                 }
-                probe += span
+                probe! += span
             }
-            let first = state.nextLSN
-            for index in 0..<count {
-                let bytes = payload(index)
-                let span = Format.recordSpan(payloadLength: bytes.count)
-                if state.active == nil || state.offset + span > state.active!.size {
-                    let next = spares.removeFirst()
-                    if let direct {
-                        // The next segment starts at an aligned stream position; the padding
-                        // before it is zeros already (see stage).
-                        let base = DirectWriter.alignUp(state.streamBase + UInt64(state.offset))
-                        direct.place(next, file: spareFiles.removeFirst(), at: base)
-                        state.streamBase = base
-                    }
-                    switchSegment(&state, to: next)
-                }
-                let segment = state.active!
-                let lsn = state.nextLSN
-                if let direct {
-                    let end = state.streamBase + UInt64(state.offset + span)
-                    if !direct.hasRoom(upTo: end) {
-                        // Let the flusher take what this batch copied so far, then wait for
-                        // the staged bytes this record would overwrite to reach the disk.
-                        if lsn > first { committer.noteWritten(endPosition(state), in: segment) }
-                        try direct.waitForRoom(end: end) { committer.requestFlush() }
-                    }
-                }
-                if state.offset == Format.segmentHeaderBlock {
-                    if let direct {
-                        direct.stageSegmentHeader(SegmentHeader(sequence: segment.sequence, firstLSN: lsn, segmentSize: UInt64(segment.size),
-                                                                epoch: segment.epoch), at: state.streamBase)
-                        state.zeroedTo = max(state.zeroedTo, state.streamBase + UInt64(Format.segmentHeaderBlock))
-                    } else {
-                        segment.writeHeader(firstLSN: lsn)
-                    }
-                    setFirstLSN(lsn, of: segment.sequence)
-                }
-                let crc = RecordHeader.checksum(payloadCRC: count == 1 ? single : crcs[index], length: UInt32(bytes.count),
-                                                lsn: lsn, epoch: segment.epoch)
-                let header = RecordHeader(length: UInt32(bytes.count), crc: crc, lsn: lsn, epoch: segment.epoch)
-                if let direct {
-                    stage(header, payload: bytes, span: span, into: direct, state: &state)
-                } else {
-                    write(header, payload: bytes, span: span, into: segment, at: state.offset)
-                }
-                state.offset += span
-                state.nextLSN += 1
-                state.bytesAppended += UInt64(span)
-            }
-            precondition(spares.isEmpty, "batch layout and segment switches disagree")
-            if direct == nil && state.offset >= state.windowMark { moveWindow(&state) }
-            return (first...(state.nextLSN - 1), endPosition(state), state.active!)
+        } catch {
+            allocator.giveBack(spares.map(\.segment))
+            if (error as? WALError)?.kind == .outOfSpace { metrics.outOfSpaceErrors.increment() }
+            throw error
         }
-        // Outside the append lock, so appenders do not queue behind the committer's lock.
-        committer.noteWritten(written.position, in: written.segment)
-        metrics.recordsAppended.increment(by: count)
-        metrics.bytesAppended.increment(by: payloadBytes)
-        return written.range
+        return spares
     }
 
-    private func write(_ header: RecordHeader, payload: UnsafeRawBufferPointer, span: Int, into segment: Segment, at offset: Int) {
-        let mapping = segment.mapping
-        precondition(offset >= Format.segmentHeaderBlock && offset % Format.recordAlignment == 0 && offset + span <= segment.size,
-                     "record placement out of bounds")
-        header.store(to: mapping.mutableSlice(offset, Format.recordHeaderSize))
-        mapping.store(payload, at: offset + Format.recordHeaderSize)
-        let padding = span - Format.recordHeaderSize - payload.count
-        if padding > 0 { mapping.zero(offset + Format.recordHeaderSize + payload.count, padding) }
-        // Check after writing (debug builds): the bytes must read back as this very record
-        // through the scanner recovery and readers use.
-        assert(SegmentScanner(bytes: mapping.bytes, epoch: segment.epoch, maxPayload: Format.largestPayload(segmentSize: segment.size),
-                              limit: offset + span).validRecord(at: offset, after: header.lsn - 1) == header,
-               "a record failed its own check right after being written")
-    }
-
-    /// Where the log ends after the last record copied, for the committer.
-    private func endPosition(_ state: AppendState) -> LogPosition {
-        LogPosition(lsn: state.nextLSN - 1, segment: state.active!.sequence, offset: state.offset,
-                    bytes: state.bytesAppended, stream: state.streamBase + UInt64(state.offset))
-    }
-
-    /// Stages a record for the io_uring backend and zeroes the rest of the block it ends in,
-    /// unless that was done already, so a flush of that block never carries stale bytes.
-    private func stage(_ header: RecordHeader, payload: UnsafeRawBufferPointer, span: Int, into direct: DirectWriter,
-                       state: inout AppendState) {
-        precondition(state.offset >= Format.segmentHeaderBlock && state.offset % Format.recordAlignment == 0
-                     && state.offset + span <= state.active!.size, "record placement out of bounds")
-        let position = state.streamBase + UInt64(state.offset)
-        direct.stageRecord(header, payload: payload, span: span, at: position)
-        let end = position + UInt64(span)
-        let blockEnd = DirectWriter.alignUp(end)
-        if blockEnd > state.zeroedTo {
-            direct.ring.zero(at: end, count: Int(blockEnd - end))
-            state.zeroedTo = blockEnd
-        }
-    }
-
-    /// Seals the active segment (its catalog entry gets its final end) and makes `next` active.
-    private func switchSegment(_ state: inout AppendState, to next: Segment) {
-        let sealedOffset = state.offset
-        let lastLSN = state.nextLSN - 1
+    /// Records the end of the active segment, about to be sealed, in the catalog: readers read
+    /// a sealed segment to its recorded end.
+    private func sealInCatalog(_ writer: any SegmentWriter, lastLSN: LSN) {
+        guard let sealed = writer.active else { return }
+        let endOffset = writer.offset
         catalog.withLock { catalog in
-            if let sealed = state.active, let index = catalog.segments.lastIndex(where: { $0.sequence == sealed.sequence }) {
-                catalog.segments[index].endOffset = sealedOffset
+            if let index = catalog.segments.lastIndex(where: { $0.sequence == sealed.sequence }) {
+                catalog.segments[index].endOffset = endOffset
                 catalog.segments[index].lastLSN = lastLSN
             }
-            catalog.segments.append(SegmentInfo(sequence: next.sequence, path: next.path, epoch: next.epoch, size: next.size,
-                                                firstLSN: 0, lastLSN: 0, endOffset: Format.segmentHeaderBlock))
         }
-        // The sealed segment is already on the committer's dirty list if it holds unflushed
-        // records; the committer drops its mapping after flushing it. Readers map their own.
-        state.active = next
-        state.offset = Format.segmentHeaderBlock
-        state.windowMark = 0
-        state.releasedUpTo = Format.segmentHeaderBlock
     }
 
-    /// Every `window` bytes of progress: fault in the next stretch ahead (for the policies that
-    /// pre-fault) and drop page-table entries more than one window behind, through the
-    /// allocator thread, so resident memory stays near two windows, not a whole segment.
-    private func moveWindow(_ state: inout AppendState) {
-        guard let segment = state.active else { return }
-        let window = 2 << 20
-        let page = 4096
-        let behind = max(Format.segmentHeaderBlock, (state.offset - window) / page * page)
-        let release = state.releasedUpTo < behind ? state.releasedUpTo..<behind : nil
-        state.releasedUpTo = max(state.releasedUpTo, behind)
-        state.windowMark = state.offset + window
-        allocator.requestWindow(segment, populate: state.offset..<min(segment.size, state.offset + SegmentAllocator.populateAhead),
-                                release: release)
-    }
-
-    private func setFirstLSN(_ lsn: LSN, of sequence: UInt64) {
+    private func beginInCatalog(_ segment: Segment, firstLSN: LSN) {
         catalog.withLock { catalog in
-            if let index = catalog.segments.lastIndex(where: { $0.sequence == sequence }) {
-                catalog.segments[index].firstLSN = lsn
-            }
+            catalog.segments.append(SegmentInfo(sequence: segment.sequence, path: segment.path, epoch: segment.epoch, size: segment.size,
+                                                firstLSN: firstLSN, lastLSN: 0, endOffset: Format.segmentHeaderBlock))
         }
     }
 
@@ -491,14 +433,14 @@ public final class WAL: Sendable {
     /// Later calls on this WAL throw ``WALError/Kind/closed``. Closing twice is harmless.
     public func close() throws {
         guard !isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let active = appendState.withLock { state -> Segment? in
+        let writer = appendState.withLock { state -> any SegmentWriter in
             state.closed = true
-            defer { state.active = nil }
-            return state.active
+            return state.writer
         }
         let flushFailure = committer.stop()
         allocator.stop()
-        active?.close()
+        appendState.withLock { _ in writer.close() }
+        direct?.closeFiles()
         lock.release()
         if let flushFailure { throw flushFailure }
     }
@@ -509,5 +451,29 @@ public final class WAL: Sendable {
 
     func closedError(operation: String) -> WALError {
         WALError(.closed, path: directory, operation: operation, hint: "This WAL was closed: open it again to continue.")
+    }
+}
+
+/// The payloads of one append call, read without copying them first (a `[UInt8]` is read in
+/// place; any other collection is copied once per pass).
+protocol PayloadSource {
+    var count: Int { get }
+    func with<R>(_ index: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R
+}
+
+struct SinglePayload<Bytes: Collection>: PayloadSource where Bytes.Element == UInt8 {
+    let payload: Bytes
+    var count: Int { 1 }
+    func with<R>(_ index: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        if let result = try payload.withContiguousStorageIfAvailable({ try body(UnsafeRawBufferPointer($0)) }) { return result }
+        return try Array(payload).withUnsafeBytes(body)
+    }
+}
+
+struct PayloadArray<Bytes: Collection>: PayloadSource where Bytes.Element == UInt8 {
+    let payloads: [Bytes]
+    var count: Int { payloads.count }
+    func with<R>(_ index: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        try SinglePayload(payload: payloads[index]).with(0, body)
     }
 }

@@ -41,8 +41,24 @@ final class IOURing {
 
     /// Submits everything queued and waits until `count` completions have arrived, returning
     /// each completion's tag and result (a byte count, 0, or -errno).
+    ///
+    /// The kernel may accept fewer entries than were queued (request allocation fails under
+    /// memory pressure): waiting for `count` completions would then wait forever. So a short
+    /// submission reaps what was accepted and throws, and the caller drops the ring.
     func submitAndReap(count: Int, path: String) throws -> [(tag: UInt64, result: Int32)] {
-        try Syscall.run(.uringSubmit, path: path) { Int(sw_uring_submit(ring, 0)) }
+        let submitted = try Syscall.transfer(.uringSubmit, path: path, count: count) { ask in
+            let result = Int(sw_uring_submit(ring, 0))
+            // An injected short submission reports fewer than the kernel took (tests).
+            return result < 0 ? result : min(result, ask)
+        }
+        let reaped = try reap(submitted, path: path)
+        guard submitted >= count else {
+            throw WALError.system(.uringSubmit, path: path, errno: EAGAIN)
+        }
+        return reaped
+    }
+
+    private func reap(_ count: Int, path: String) throws -> [(tag: UInt64, result: Int32)] {
         var out: [(UInt64, Int32)] = []
         out.reserveCapacity(count)
         var tags = [UInt64](repeating: 0, count: max(count, 1))

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 
 /// Describes one segment that holds (or held) records, as the WAL's catalog keeps it.
@@ -12,6 +15,9 @@ struct SegmentInfo: Sendable, Equatable {
     var lastLSN: LSN
     /// Offset just past the last record; where the next record goes while the segment is active.
     var endOffset: Int
+    /// Ranges recovery found damaged (or unreadable), ascending: readers skip them without
+    /// touching their pages, so a bad block cannot fault a reader either.
+    var damaged: [Range<Int>] = []
 }
 
 /// What recovery hands to the WAL.
@@ -21,62 +27,56 @@ struct RecoveredState {
     var segments: [SegmentInfo]
     /// The active segment, mapped writable, when there is one.
     var active: Segment?
-    var spares: [Segment]
     var reusable: [String]
     var nextSequence: UInt64
     var nextLSN: LSN
     var report: RecoveryReport
 }
 
-/// Recovery on open. Each case has a name, a rule and a test (see `docs/RECOVERY.md`):
-///
-/// | case | rule |
-/// |---|---|
-/// | leftover `*.tmp` | an interrupted preparation or checkpoint write: deleted |
-/// | torn tail | partial record at the end of the newest segment: dropped, rest zeroed, warning |
-/// | corrupt record mid-segment | skipped, bytes copied to quarantine, scan resumes at the next valid record, error |
-/// | corrupt segment header | whole file moved to quarantine, error, the rest opens |
-/// | header/file-name mismatch | an empty leftover of an interrupted reuse: reused; with records (a copy): quarantined |
-/// | stale records in a reused segment | carry an old epoch: never returned, read as the end |
-/// | missing or corrupt checkpoint | replay from the oldest record (at-least-once), warning |
-/// | unknown format version | open refused with ``WALError/Kind/unsupportedVersion(found:supported:)`` |
-///
-/// Recovery only rewrites bytes for a torn tail (zeroing it), so the same corruption gives the
-/// same outcome on every open and recovery never crash-loops.
+/// Recovery on open, in two steps: ``analyze()`` reads the directory and returns a
+/// ``RecoveryPlan`` without changing anything; ``apply(_:)`` carries it out. Each case has a
+/// name, a rule and a test (docs/RECOVERY.md). Recovery reads segments with `pread`
+/// (``SegmentImage``), never through a mapping, so a bad block is damage, not a SIGBUS; it
+/// rewrites bytes only at the tail; and applying the same plan twice does the same thing, so a
+/// crash during recovery and the next open end in the same state (no crash loop).
 struct Recovery {
     let directory: String
     let configuration: Configuration
     var logger: Logger { configuration.logger }
+    /// The largest copy of tail bytes kept in quarantine.
+    static let tailCopyLimit = 1 << 20
 
-    private struct Candidate {
-        var nameSequence: UInt64
-        var path: String
+    func run() throws -> RecoveredState {
+        try apply(try analyze())
+    }
+
+    private struct Examined {
         var header: SegmentHeader
-        var segment: Segment
-        var firstLSN: LSN
+        var size: Int
         var hasRecords: Bool
     }
 
-    func run() throws -> RecoveredState {
-        var report = RecoveryReport()
-        let quarantine = Quarantine(directory: directory)
-        var highestSequence: UInt64 = 0
-        var reusable: [String] = []
+    // MARK: Analysis
 
-        // Leftover temporary files and the sequence numbers already used.
+    /// Reads headers, the checkpoint and every live segment, and decides. Writes nothing.
+    func analyze() throws -> RecoveryPlan {
+        var plan = RecoveryPlan()
+        let quarantineDirectory = Quarantine(directory: directory)
+        var highestSequence: UInt64 = 0
+
         var named: [(UInt64, String)] = []
         for name in try FileSystem.list(directory) {
             if name.hasSuffix(Format.temporarySuffix) {
-                try FileSystem.remove(directory + "/" + name)
-                report.temporaryFilesRemoved += 1
-                logger.notice("removed a leftover temporary file from an interrupted write", metadata: ["file": "\(directory)/\(name)"])
+                plan.temporaryFiles.append(directory + "/" + name)
             } else if let sequence = Format.segmentSequence(fromFileName: name) {
                 named.append((sequence, directory + "/" + name))
+            } else if let sequence = Format.quarantinedInPlaceSequence(fromFileName: name) {
+                highestSequence = max(highestSequence, sequence)
             }
         }
-        if report.temporaryFilesRemoved > 0 { try FileSystem.syncDirectory(directory) }
-        if FileSystem.kind(of: quarantine.path).isDirectory {
-            for name in try FileSystem.list(quarantine.path) where name.hasPrefix("segment-") {
+        plan.report.temporaryFilesRemoved = plan.temporaryFiles.count
+        if FileSystem.kind(of: quarantineDirectory.path).isDirectory {
+            for name in try FileSystem.list(quarantineDirectory.path) where name.hasPrefix("segment-") {
                 let digits = name.dropFirst("segment-".count).prefix { $0.isNumber }
                 highestSequence = max(highestSequence, UInt64(digits) ?? 0)
             }
@@ -84,221 +84,295 @@ struct Recovery {
         named.sort { $0.0 < $1.0 }
 
         // Headers: every segment file is classified before any record is read.
-        var data: [Candidate] = []
-        var spares: [Candidate] = []
+        var data: [(file: Int, examined: Examined)] = []
         for (sequence, path) in named {
             highestSequence = max(highestSequence, sequence)
-            switch try examine(path: path, nameSequence: sequence) {
-            case .success(let candidate):
-                highestSequence = max(highestSequence, candidate.header.sequence)
-                if candidate.header.sequence != sequence {
-                    if candidate.hasRecords {
-                        candidate.segment.close()
-                        let reason = "its header says segment \(candidate.header.sequence) but its name says \(sequence): a copy or a misplaced file"
-                        try quarantineSegment(path, sequence: sequence, reason: reason, quarantine: quarantine, report: &report)
-                    } else {
-                        // An interrupted reuse: the new header was written, the rename was not.
-                        candidate.segment.close()
-                        reusable.append(path)
-                    }
-                } else if candidate.hasRecords {
-                    data.append(candidate)
-                } else {
-                    spares.append(candidate)
-                }
+            switch try examine(path: path) {
             case .failure(let reason):
-                try quarantineSegment(path, sequence: sequence, reason: reason.text, quarantine: quarantine, report: &report)
+                setAside(&plan, RecoveryPlan.SegmentFile(sequence: sequence, path: path, header: nil, fate: .quarantine(reason)))
+            case .success(let examined):
+                let header = examined.header
+                highestSequence = max(highestSequence, header.sequence)
+                if header.sequence != sequence {
+                    if examined.hasRecords {
+                        setAside(&plan, RecoveryPlan.SegmentFile(sequence: sequence, path: path, header: header,
+                                                                   fate: .quarantine(.copy(headerSequence: header.sequence))))
+                    } else {
+                        plan.files.append(.init(sequence: sequence, path: path, header: header, fate: .reuse(.interruptedReuse)))
+                    }
+                } else if examined.hasRecords {
+                    plan.files.append(.init(sequence: sequence, path: path, header: header, fate: .live))
+                    data.append((plan.files.count - 1, examined))
+                } else {
+                    plan.files.append(.init(sequence: sequence, path: path, header: header, fate: .reuse(.spare)))
+                }
             }
         }
+        plan.nextSequence = highestSequence + 1
 
         // The checkpoint, or the oldest record when it cannot be read.
-        var checkpoint: LSN = 0
         switch try CheckpointFile.load(directory: directory) {
         case .found(let lsn):
-            checkpoint = lsn
+            plan.checkpointLSN = lsn
         case .missing:
             if !data.isEmpty {
-                report.checkpointProblem = "missing"
+                plan.report.checkpointProblem = "missing"
                 logger.warning("no checkpoint file: replaying from the oldest record (records may be delivered again)",
                                metadata: ["path": "\(directory)/\(Format.checkpointFileName)"])
             }
         case .corrupt(let why):
-            report.checkpointProblem = "corrupt: \(why)"
+            plan.report.checkpointProblem = "corrupt: \(why)"
             logger.warning("the checkpoint file is corrupt: replaying from the oldest record (records may be delivered again)",
                            metadata: ["path": "\(directory)/\(Format.checkpointFileName)", "problem": "\(why)"])
         }
-        report.checkpointLSN = checkpoint
+        let checkpoint = plan.checkpointLSN
+        plan.report.checkpointLSN = checkpoint
 
         // Segments wholly below the checkpoint are not scanned: they go to the reuse pool.
         var firstLive = 0
-        while firstLive + 1 < data.count && data[firstLive + 1].firstLSN <= checkpoint + 1 {
-            data[firstLive].segment.close()
-            reusable.append(data[firstLive].path)
+        while firstLive + 1 < data.count && firstLSN(of: data[firstLive + 1].examined) <= checkpoint + 1 {
+            plan.files[data[firstLive].file].fate = .reuse(.belowCheckpoint)
             firstLive += 1
         }
-        report.segmentsReusable = firstLive
+        plan.report.segmentsReusable = firstLive
         let live = Array(data[firstLive...])
 
-        // Scan what is live, oldest first.
+        let scannedLast = try scanLive(live.map { (plan.files[$0.file], $0.examined) }, plan: &plan)
+        var lastLSN = scannedLast
+
+        // Bad headers newer than every live segment: their LSNs must not be handed out again.
+        let newestLive = live.last.map { plan.files[$0.file].sequence } ?? 0
+        var floor: LSN = 0
+        for file in plan.files where file.sequence > newestLive && file.header == nil {
+            guard case .quarantine = file.fate, let bound = try salvageBound(path: file.path, after: max(lastLSN, checkpoint)) else { continue }
+            plan.report.damage.append(.init(kind: .missingRecords, segment: file.sequence, offset: 0, length: 0,
+                                            lostLSNs: bound, quarantineFile: nil))
+            logDamage(plan.report.damage.last!)
+            floor = max(floor, bound.upperBound + 1)
+            lastLSN = max(lastLSN, bound.upperBound)
+        }
+
+        var nextLSN = max(scannedLast + 1, checkpoint + 1, floor)
+        if let active = plan.activeHeader { nextLSN = max(nextLSN, active.firstLSN) }
+        plan.nextLSN = nextLSN
+        if let first = plan.live.first(where: { $0.firstLSN > 0 })?.firstLSN,
+           let last = plan.live.last(where: { $0.lastLSN > 0 })?.lastLSN, last >= first {
+            plan.report.lsnRange = first...last
+        }
+        return plan
+    }
+
+    private func firstLSN(of examined: Examined) -> LSN { examined.header.firstLSN }
+
+    private func setAside(_ plan: inout RecoveryPlan, _ file: RecoveryPlan.SegmentFile) {
+        plan.files.append(file)
+        guard case .quarantine(let reason) = file.fate else { return }
+        let target = directory + "/" + Format.quarantineDirectoryName + "/" + Format.segmentFileName(file.sequence)
+        plan.report.quarantinedSegments.append(.init(segment: file.sequence, path: target, reason: reason.text))
+    }
+
+    /// Reads and checks one segment's header and first slot with pread. `.failure` carries why
+    /// the file is unusable; a newer format version throws.
+    private func examine(path: String) throws -> Result<Examined, RecoveryPlan.QuarantineReason> {
+        let file = try OpenFile.open(path, writable: false)
+        defer { file.closeQuietly() }
+        let size = try file.size()
+        guard size >= Format.segmentHeaderBlock + Format.recordHeaderSize else { return .failure(.tooShort(size: size)) }
+        var raw = [UInt8](repeating: 0, count: Format.segmentHeaderSize)
+        do {
+            _ = try raw.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }
+        } catch let error as WALError where error.errno == EIO {
+            return .failure(.unreadableHeader(errno: EIO))
+        }
+        let header: SegmentHeader
+        switch raw.withUnsafeBytes({ SegmentHeader.decode($0) }) {
+        case .success(let decoded): header = decoded
+        case .failure(.badMagic): return .failure(.badMagic)
+        case .failure(.badChecksum): return .failure(.badChecksum)
+        case .failure(.unsupportedVersion(let version)):
+            throw WALError(.unsupportedVersion(found: version, supported: Format.version), path: path, operation: "open",
+                           hint: "This segment was written by a SignalWAL with format version \(version); this build reads versions \(Format.readableVersions.lowerBound)-\(Format.version). Run the newer build (a downgrade cannot read it), or restore a backup made by this version.")
+        }
+        guard header.segmentSize == UInt64(size), size <= Format.maximumSegmentSize, size >= Format.minimumSegmentSize else {
+            return .failure(.sizeMismatch(header: header.segmentSize, file: size))
+        }
+        // Records exist when the header says so, or when the first slot carries this epoch
+        // (the header's first LSN may not have reached the disk with the first flush).
+        var slot = [UInt8](repeating: 0, count: Format.recordHeaderSize)
+        let slotEpoch = (try? slot.withUnsafeMutableBytes { try file.read(into: $0, at: Format.segmentHeaderBlock) })
+            .map { _ in slot.withUnsafeBytes { RecordHeader.load(from: $0).epoch } }
+        let hasRecords = header.firstLSN != 0 || slotEpoch == nil || slotEpoch == header.epoch
+        return .success(Examined(header: header, size: size, hasRecords: hasRecords))
+    }
+
+    /// Scans the live segments oldest first: damage, the batch each record belongs to, and the
+    /// tail. Fills `plan.live`, `plan.activeHeader`, the report, the preserves and the tail.
+    private func scanLive(_ live: [(file: RecoveryPlan.SegmentFile, examined: Examined)],
+                          plan: inout RecoveryPlan) throws -> LSN {
         var infos: [SegmentInfo] = []
-        var active: Segment?
         var lastLSN: LSN = 0
         var expected: LSN? = nil
         // Damage whose lost LSNs are known only when the next valid record shows up, which may
         // be in the next segment.
         var pending: Int? = nil
-        for (index, candidate) in live.enumerated() {
+        var batches = BatchAssembler()
+        var newestJunk: (offset: Int, length: Int, torn: Bool)? = nil
+        for (index, entry) in live.enumerated() {
             let isNewest = index == live.count - 1
-            var segment = candidate.segment
-            if isNewest {
-                // The newest segment becomes the active one: map it writable.
-                segment.close()
-                segment = try Segment.open(path: candidate.path, header: candidate.header, writable: true)
-                active = segment
+            let header = entry.examined.header
+            let file = try OpenFile.open(entry.file.path, writable: false)
+            let image = try SegmentImage(file: file, length: entry.examined.size, dropCache: true)
+            file.closeQuietly()
+            let bytes = image.bytes
+            plan.report.segmentsScanned += 1
+            var info = SegmentInfo(sequence: header.sequence, path: entry.file.path, epoch: header.epoch, size: entry.examined.size,
+                                   firstLSN: 0, lastLSN: 0, endOffset: Format.segmentHeaderBlock)
+            for range in image.unreadable {
+                plan.report.damage.append(.init(kind: .unreadable, segment: header.sequence, offset: range.lowerBound,
+                                                length: range.count, lostLSNs: nil, quarantineFile: nil))
+                logDamage(plan.report.damage.last!)
             }
-            let info = try scan(segment: segment, candidate: candidate, isNewest: isNewest, previousLSN: lastLSN,
-                                expected: &expected, pending: &pending, quarantine: quarantine, report: &report)
+            var scanner = SegmentScanner(bytes: bytes, epoch: header.epoch, maxPayload: Format.largestPayload(segmentSize: entry.examined.size),
+                                         previousLSN: lastLSN, firstLSN: header.firstLSN)
+            if expected == nil, header.firstLSN > 0 { expected = header.firstLSN }
+            while let event = scanner.next() {
+                switch event {
+                case .record(let offset, let record):
+                    if let want = expected, record.lsn > want {
+                        let lost = want...(record.lsn - 1)
+                        if let damage = pending {
+                            plan.report.damage[damage].lostLSNs = lost
+                        } else {
+                            plan.report.damage.append(.init(kind: .missingRecords, segment: header.sequence, offset: offset,
+                                                            length: 0, lostLSNs: lost, quarantineFile: nil))
+                        }
+                        logDamage(plan.report.damage[pending ?? plan.report.damage.count - 1])
+                    } else if let damage = pending {
+                        logDamage(plan.report.damage[damage])
+                    }
+                    pending = nil
+                    expected = record.lsn + 1
+                    if info.firstLSN == 0 { info.firstLSN = record.lsn }
+                    info.lastLSN = record.lsn
+                    plan.report.recordsRecovered += 1
+                    // Only the last batch can be incomplete after a crash. Mid-log, a batch
+                    // that lost a record to damage keeps its surviving records: they were
+                    // acknowledged, and dropping them would only lose more.
+                    _ = batches.add(record, segment: header.sequence, offset: offset)
+                case .damaged(let offset, let length, let resume, let allZero):
+                    plan.report.damage.append(.init(kind: allZero ? .zeroedRange : .corruptRecords, segment: header.sequence,
+                                                    offset: offset, length: length, lostLSNs: nil, quarantineFile: nil))
+                    pending = plan.report.damage.count - 1
+                    info.damaged.append(offset..<resume)
+                    plan.preserves.append(.init(segment: header.sequence, path: entry.file.path, offset: offset, length: length,
+                                                damageIndex: pending!))
+                case .end(let offset, let torn):
+                    info.endOffset = offset
+                    if isNewest {
+                        // Bytes after the last record: a torn record, or (in a file never
+                        // recycled, where nothing but zeros can follow) damage.
+                        let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+                        let junk = (rest.lastIndex { $0 != 0 }).map { $0 + 1 } ?? 0
+                        if junk > 0 && (torn || !header.mayHoldStaleBytes) { newestJunk = (offset, junk, torn) }
+                    } else if torn {
+                        let slot = RecordHeader.load(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + Format.recordHeaderSize]))
+                        let span = Int(slot.length) <= entry.examined.size - offset - Format.recordHeaderSize
+                            ? Format.recordSpan(payloadLength: Int(slot.length)) : Format.recordHeaderSize
+                        let length = min(span, entry.examined.size - offset)
+                        plan.report.damage.append(.init(kind: .corruptTail, segment: header.sequence, offset: offset, length: length,
+                                                        lostLSNs: nil, quarantineFile: nil))
+                        pending = plan.report.damage.count - 1
+                        plan.preserves.append(.init(segment: header.sequence, path: entry.file.path, offset: offset, length: length,
+                                                    damageIndex: pending!))
+                    }
+                }
+            }
             if info.lastLSN > 0 { lastLSN = info.lastLSN }
             infos.append(info)
-            if !isNewest { segment.close() }
+            if isNewest { plan.activeHeader = header }
+        }
+        if let damage = pending, !plan.report.damage[damage].isCrashLeftover, !live.isEmpty {
+            logDamage(plan.report.damage[damage])
         }
 
-        // Spares: those numbered after the newest data segment are ready; any other is reused.
-        let newestData = live.last?.header.sequence ?? 0
-        var ready: [Segment] = []
-        for spare in spares {
-            if spare.header.sequence > newestData && spare.header.segmentSize == UInt64(configuration.segmentSize) {
-                spare.segment.close()
-                ready.append(try Segment.open(path: spare.path, header: spare.header, writable: true))
+        // The end of the log: the newest segment's junk, then an incomplete last batch.
+        if let junk = newestJunk, let newest = live.last {
+            let sequence = newest.examined.header.sequence
+            plan.report.damage.append(.init(kind: junk.torn ? .tornTail : .corruptTail, segment: sequence, offset: junk.offset,
+                                            length: junk.length, lostLSNs: nil, quarantineFile: nil))
+            plan.preserves.append(.init(segment: sequence, path: newest.file.path, offset: junk.offset,
+                                        length: min(junk.length, Self.tailCopyLimit), damageIndex: plan.report.damage.count - 1))
+            plan.tail = .init(segment: sequence, path: newest.file.path, offset: junk.offset,
+                              reason: junk.torn ? .tornRecord : .garbageAfterEnd)
+            if junk.torn {
+                logger.warning("dropped a torn record at the end of the log (a write cut short by a crash); its bytes were copied to quarantine and zeroed",
+                               metadata: ["segment": "\(sequence)", "offset": "\(junk.offset)", "bytes": "\(junk.length)"])
             } else {
-                spare.segment.close()
-                reusable.append(spare.path)
+                logDamage(plan.report.damage.last!)
             }
         }
-
-        var nextLSN = max(lastLSN + 1, checkpoint + 1)
-        if let newest = live.last { nextLSN = max(nextLSN, newest.header.firstLSN) }
-        if let first = infos.first?.firstLSN, first > 0, let last = infos.last(where: { $0.lastLSN > 0 })?.lastLSN {
-            report.lsnRange = first...last
+        if case .incomplete(let lsns, let start)? = batches.finish() {
+            // Never acknowledged (a batch is acknowledged once its last record is durable) and
+            // never visible: dropped whole, from its first record on, and its LSNs reused.
+            plan.report.damage.append(.init(kind: .incompleteBatch, segment: start.segment, offset: start.offset, length: 0,
+                                            lostLSNs: lsns, quarantineFile: nil))
+            plan.report.recordsRecovered -= lsns.count
+            logger.warning("dropped the last batch of the log: its final record never reached the disk (a crash during the append), so none of it was acknowledged",
+                           metadata: ["segment": "\(start.segment)", "offset": "\(start.offset)", "lsns": "\(lsns.lowerBound)-\(lsns.upperBound)"])
+            guard let keep = infos.firstIndex(where: { $0.sequence == start.segment }) else { preconditionFailure("batch outside the scan") }
+            // Later segments hold only the rest of this batch: deleted (their tail bytes were
+            // copied aside first, see apply).
+            for later in infos[(keep + 1)...] {
+                if let index = plan.files.firstIndex(where: { $0.path == later.path }) { plan.files[index].fate = .discard }
+            }
+            infos.removeSubrange((keep + 1)...)
+            infos[keep].endOffset = start.offset
+            if start.lsn == infos[keep].firstLSN {
+                infos[keep].firstLSN = 0
+                infos[keep].lastLSN = 0
+            } else {
+                infos[keep].lastLSN = start.lsn - 1
+            }
+            infos[keep].damaged.removeAll { $0.lowerBound >= start.offset }
+            plan.tail = .init(segment: start.segment, path: infos[keep].path, offset: start.offset, reason: .incompleteBatch)
+            plan.activeHeader = live.first { $0.examined.header.sequence == start.segment }?.examined.header
+            lastLSN = lsns.lowerBound - 1
         }
         if let newest = infos.indices.last, infos[newest].lastLSN == 0 {
             // The newest segment lost every record: its first record will be the next one.
             infos[newest].firstLSN = 0
         }
-        return RecoveredState(checkpointLSN: checkpoint, segments: infos, active: active, spares: ready,
-                              reusable: reusable, nextSequence: highestSequence + 1, nextLSN: nextLSN, report: report)
+        plan.live = infos
+        return lastLSN
     }
 
-    /// Reads and checks one segment's header. `.failure` carries why the file is unusable.
-    private func examine(path: String, nameSequence: UInt64) throws -> Result<Candidate, QuarantineReason> {
-        let file = try OpenFile.open(path, writable: false)
+    /// For a segment with an unusable header newer than every live segment: the LSNs it may
+    /// have held, so none is handed out again. Its records are found with the epoch of the
+    /// record in its first slot; when that slot is zero it never held a record (nil); when the
+    /// slot is not a valid record, the most a segment can hold is assumed.
+    private func salvageBound(path: String, after last: LSN) throws -> ClosedRange<LSN>? {
+        guard let file = try? OpenFile.open(path, writable: false) else { return nil }
         defer { file.closeQuietly() }
-        let size = try file.size()
-        guard size >= Format.segmentHeaderBlock else {
-            return .failure(QuarantineReason("the file is \(size) bytes, too short for a segment header"))
+        let size = (try? file.size()) ?? 0
+        guard size >= Format.segmentHeaderBlock + Format.recordHeaderSize else { return nil }
+        guard let image = try? SegmentImage(file: file, length: min(size, Format.maximumSegmentSize), dropCache: true) else {
+            return (last + 1)...(last + UInt64(size / Format.recordHeaderSize))
         }
-        var raw = [UInt8](repeating: 0, count: Format.segmentHeaderSize)
-        _ = try raw.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }
-        let header: SegmentHeader
-        switch raw.withUnsafeBytes({ SegmentHeader.decode($0) }) {
-        case .success(let decoded): header = decoded
-        case .failure(.badMagic): return .failure(QuarantineReason("the segment header's magic number is wrong"))
-        case .failure(.badChecksum): return .failure(QuarantineReason("the segment header's CRC does not match"))
-        case .failure(.unsupportedVersion(let version)):
-            throw WALError(.unsupportedVersion(found: version, supported: Format.version), path: path, operation: "open",
-                           hint: "This segment was written by a SignalWAL with format version \(version); this build reads version \(Format.version). Run the newer build (a downgrade cannot read it), or restore a backup made by this version.")
-        }
-        guard header.segmentSize == UInt64(size), size <= Format.maximumSegmentSize,
-              size >= Format.minimumSegmentSize else {
-            return .failure(QuarantineReason("the header says \(header.segmentSize) bytes but the file is \(size) bytes"))
-        }
-        let segment = try Segment.openForReading(path: path, sequence: header.sequence, epoch: header.epoch, size: size,
-                                                 readahead: configuration.backend == .uring)
-        var scanner = SegmentScanner(bytes: segment.mapping.bytes, epoch: header.epoch,
-                                     maxPayload: Format.largestPayload(segmentSize: size), resynchronize: false)
-        var firstLSN = header.firstLSN
-        var hasRecords = header.firstLSN != 0
-        if case .record(_, let first)? = scanner.next() {
-            hasRecords = true
-            if firstLSN == 0 { firstLSN = first.lsn }
-        }
-        return .success(Candidate(nameSequence: nameSequence, path: path, header: header, segment: segment,
-                                  firstLSN: firstLSN, hasRecords: hasRecords))
-    }
-
-    struct QuarantineReason: Error { let text: String; init(_ text: String) { self.text = text } }
-
-    private func quarantineSegment(_ path: String, sequence: UInt64, reason: String,
-                                   quarantine: Quarantine, report: inout RecoveryReport) throws {
-        let moved = try quarantine.moveSegment(path, fileName: Format.segmentFileName(sequence))
-        report.quarantinedSegments.append(.init(segment: sequence, path: moved, reason: reason))
-        report.quarantinedFiles.append(moved)
-        logger.error("quarantined a whole segment: its records are skipped", metadata: [
-            "segment": "\(sequence)", "file": "\(path)", "moved_to": "\(moved)", "reason": "\(reason)"])
-    }
-
-    /// Scans one live segment, recording damage, quarantining damaged bytes, and zeroing a torn
-    /// tail of the newest segment.
-    private func scan(segment: Segment, candidate: Candidate, isNewest: Bool, previousLSN: LSN, expected: inout LSN?,
-                      pending: inout Int?, quarantine: Quarantine, report: inout RecoveryReport) throws -> SegmentInfo {
-        report.segmentsScanned += 1
-        let bytes = segment.mapping.bytes
-        var info = SegmentInfo(sequence: segment.sequence, path: candidate.path, epoch: segment.epoch, size: segment.size,
-                               firstLSN: 0, lastLSN: 0, endOffset: Format.segmentHeaderBlock)
-        var scanner = SegmentScanner(bytes: bytes, epoch: segment.epoch,
-                                     maxPayload: Format.largestPayload(segmentSize: segment.size), previousLSN: previousLSN)
-        if expected == nil, candidate.header.firstLSN > 0 { expected = candidate.header.firstLSN }
-        while let event = scanner.next() {
-            switch event {
-            case .record(let offset, let header):
-                if let want = expected, header.lsn > want {
-                    let lost = want...(header.lsn - 1)
-                    if let index = pending {
-                        report.damage[index].lostLSNs = lost
-                    } else {
-                        report.damage.append(.init(kind: .missingRecords, segment: segment.sequence, offset: offset,
-                                                   length: 0, lostLSNs: lost, quarantineFile: nil))
-                    }
-                    logDamage(report.damage[pending ?? report.damage.count - 1])
-                } else if let index = pending {
-                    logDamage(report.damage[index])
-                }
-                pending = nil
-                expected = header.lsn + 1
-                if info.firstLSN == 0 { info.firstLSN = header.lsn }
-                info.lastLSN = header.lsn
-                report.recordsRecovered += 1
-            case .damaged(let offset, let length, _, let allZero):
-                let file = preserve(bytes, segment: segment.sequence, offset: offset, length: length, quarantine: quarantine, report: &report)
-                report.damage.append(.init(kind: allZero ? .zeroedRange : .corruptRecords, segment: segment.sequence,
-                                           offset: offset, length: length, lostLSNs: nil, quarantineFile: file))
-                pending = report.damage.count - 1
-            case .end(let offset, let torn):
-                info.endOffset = offset
-                guard torn else { break }
-                if isNewest {
-                    let zeroed = zeroTail(segment, from: offset)
-                    try segment.flush()
-                    report.damage.append(.init(kind: .tornTail, segment: segment.sequence, offset: offset, length: zeroed,
-                                               lostLSNs: nil, quarantineFile: nil))
-                    logger.warning("dropped a torn record at the end of the log (a write cut short by a crash); the rest of the segment was zeroed",
-                                   metadata: ["segment": "\(segment.sequence)", "offset": "\(offset)", "bytes_zeroed": "\(zeroed)"])
-                } else {
-                    let header = RecordHeader.load(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + Format.recordHeaderSize]))
-                    let span = Int(header.length) <= segment.size - offset - Format.recordHeaderSize
-                        ? Format.recordSpan(payloadLength: Int(header.length)) : Format.recordHeaderSize
-                    let length = min(span, segment.size - offset)
-                    let file = preserve(bytes, segment: segment.sequence, offset: offset, length: length, quarantine: quarantine, report: &report)
-                    report.damage.append(.init(kind: .corruptTail, segment: segment.sequence, offset: offset, length: length,
-                                               lostLSNs: nil, quarantineFile: file))
-                    pending = report.damage.count - 1
-                }
+        let slot = UnsafeRawBufferPointer(rebasing: image.bytes[Format.segmentHeaderBlock..<Format.segmentHeaderBlock + Format.recordHeaderSize])
+        if slot.allSatisfy({ $0 == 0 }) { return nil }
+        let first = RecordHeader.load(from: slot)
+        var scanner = SegmentScanner(bytes: image.bytes, epoch: first.epoch, maxPayload: Format.largestPayload(segmentSize: size),
+                                     previousLSN: last)
+        var highest: LSN? = nil
+        if scanner.validRecord(at: Format.segmentHeaderBlock, after: 0) != nil {
+            scanner = SegmentScanner(bytes: image.bytes, epoch: first.epoch, maxPayload: Format.largestPayload(segmentSize: size), previousLSN: 0)
+            while let event = scanner.next() {
+                if case .record(_, let record) = event { highest = max(highest ?? 0, record.lsn) }
             }
         }
-        if let index = pending, report.damage[index].kind != .tornTail, isNewest {
-            logDamage(report.damage[index])
-        }
-        return info
+        if let highest, highest <= last { return nil }
+        let upper = highest ?? (last + UInt64((size - Format.segmentHeaderBlock) / Format.recordHeaderSize))
+        return (last + 1)...upper
     }
 
     private func logDamage(_ damage: RecoveryReport.Damage) {
@@ -309,36 +383,100 @@ struct Recovery {
             "quarantine_file": "\(damage.quarantineFile ?? "none")"])
     }
 
-    private func preserve(_ bytes: UnsafeRawBufferPointer, segment: UInt64, offset: Int, length: Int,
-                          quarantine: Quarantine, report: inout RecoveryReport) -> String? {
-        do {
-            let path = try quarantine.preserve(UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + length]),
-                                               sequence: segment, offset: offset)
-            report.quarantinedFiles.append(path)
-            return path
-        } catch {
-            logger.error("could not copy damaged bytes to quarantine; recovery goes on without the copy", metadata: [
-                "segment": "\(segment)", "offset": "\(offset)", "error": "\(error)"])
-            return nil
+    // MARK: Application
+
+    /// Carries out `plan`: deletes leftovers, copies damaged ranges aside, moves unusable
+    /// segments to quarantine, deletes discarded segments, zeroes the tail, and maps the active
+    /// segment. Every step can be repeated, so a crash in the middle leaves a directory the
+    /// next open plans the rest of.
+    func apply(_ plan: RecoveryPlan) throws -> RecoveredState {
+        var report = plan.report
+        let quarantine = Quarantine(directory: directory)
+        for path in plan.temporaryFiles {
+            try FileSystem.remove(path)
+            logger.notice("removed a leftover temporary file from an interrupted write", metadata: ["file": "\(path)"])
         }
+        if !plan.temporaryFiles.isEmpty { try FileSystem.syncDirectory(directory) }
+        // Made while there is space, so a later quarantine on a full disk needs only a rename.
+        quarantine.prepareDirectory(logger: logger)
+
+        for preserve in plan.preserves {
+            do {
+                let file = try OpenFile.open(preserve.path, writable: false)
+                defer { file.closeQuietly() }
+                var bytes = [UInt8](repeating: 0, count: preserve.length)
+                let count = try bytes.withUnsafeMutableBytes { try file.read(into: $0, at: preserve.offset) }
+                let copy = try bytes[0..<count].withUnsafeBytes {
+                    try quarantine.preserve($0, sequence: preserve.segment, offset: preserve.offset)
+                }
+                report.damage[preserve.damageIndex].quarantineFile = copy
+                report.quarantinedFiles.append(copy)
+            } catch {
+                logger.error("could not copy damaged bytes to quarantine; recovery goes on without the copy", metadata: [
+                    "segment": "\(preserve.segment)", "offset": "\(preserve.offset)", "error": "\(error)"])
+            }
+        }
+
+        var reusable: [String] = []
+        var quarantined = 0
+        var discarded = false
+        for file in plan.files {
+            switch file.fate {
+            case .live:
+                break
+            case .reuse:
+                reusable.append(file.path)
+            case .quarantine(let reason):
+                let moved = try quarantine.moveSegment(file.path, fileName: Format.segmentFileName(file.sequence), logger: logger)
+                if quarantined < report.quarantinedSegments.count { report.quarantinedSegments[quarantined].path = moved }
+                quarantined += 1
+                report.quarantinedFiles.append(moved)
+                logger.error("quarantined a whole segment: its records are skipped", metadata: [
+                    "segment": "\(file.sequence)", "file": "\(file.path)", "moved_to": "\(moved)", "reason": "\(reason.text)"])
+            case .discard:
+                try FileSystem.remove(file.path)
+                discarded = true
+            }
+        }
+        if discarded { try FileSystem.syncDirectory(directory) }
+        if let tail = plan.tail {
+            let zeroed = try zeroTail(path: tail.path, from: tail.offset)
+            if let index = report.damage.lastIndex(where: { $0.kind == .tornTail && $0.segment == tail.segment }) {
+                report.damage[index].length = max(report.damage[index].length, zeroed)
+            }
+        }
+
+        var active: Segment?
+        if let last = plan.live.last, let header = plan.activeHeader {
+            active = try Segment.open(path: last.path, header: header, writable: true)
+        }
+        return RecoveredState(checkpointLSN: plan.checkpointLSN, segments: plan.live, active: active, reusable: reusable,
+                              nextSequence: plan.nextSequence, nextLSN: plan.nextLSN, report: report)
     }
 
-    /// Zeroes every page from `offset` to the end of the segment that holds a non-zero byte, so
-    /// no remnant of the torn record (or of records after it) can parse later. Returns the bytes
-    /// zeroed.
-    private func zeroTail(_ segment: Segment, from offset: Int) -> Int {
-        let mapping = segment.mapping
+    /// Zeroes every 4 KiB page of `path` from `offset` to the end that holds a non-zero byte
+    /// (with pread and pwrite, never through a mapping), then makes it durable. Returns the
+    /// bytes zeroed.
+    private func zeroTail(path: String, from offset: Int) throws -> Int {
+        let file = try OpenFile.open(path, writable: true)
+        defer { file.closeQuietly() }
+        let size = try file.size()
         let page = 4096
         var zeroed = 0
+        var buffer = [UInt8](repeating: 0, count: page)
+        let zeros = [UInt8](repeating: 0, count: page)
         var start = offset
-        while start < segment.size {
-            let end = min(segment.size, (start / page + 1) * page)
-            if !mapping.slice(start, end - start).allSatisfy({ $0 == 0 }) {
-                mapping.zero(start, end - start)
-                zeroed += end - start
+        while start < size {
+            let end = min(size, (start / page + 1) * page)
+            let count = end - start
+            let read = try buffer.withUnsafeMutableBytes { try file.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<count]), at: start) }
+            if buffer[0..<read].contains(where: { $0 != 0 }) {
+                try zeros.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<count]), at: start) }
+                zeroed += count
             }
             start = end
         }
+        if zeroed > 0 { try file.dataSync() }
         return zeroed
     }
 }

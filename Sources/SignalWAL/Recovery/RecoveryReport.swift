@@ -8,13 +8,24 @@ public struct RecoveryReport: Sendable, Equatable {
             /// Zeroed bytes with valid records after them (an overwritten range, or a record that
             /// was reserved but never written before a crash): skipped.
             case zeroedRange = "zeroed-range"
-            /// A partial record at the end of the newest segment: dropped and zeroed.
+            /// A partial record at the end of the newest segment: copied to quarantine, dropped
+            /// and zeroed. Never acknowledged (its flush did not complete).
             case tornTail = "torn-tail"
-            /// A damaged last record of a sealed segment: skipped.
+            /// A damaged last record of a sealed segment, or non-zero bytes after the last
+            /// record of a never-recycled newest segment: copied to quarantine and skipped.
             case corruptTail = "corrupt-tail"
-            /// LSNs missing between two segments with no visible damage (a zeroed tail).
+            /// LSNs missing between two segments with no visible damage (a zeroed tail, a
+            /// quarantined segment).
             case missingRecords = "missing-records"
+            /// The log's last batch, whose final record never reached the disk: dropped whole
+            /// (never acknowledged), its LSNs given out again.
+            case incompleteBatch = "incomplete-batch"
+            /// 4 KiB blocks the device could not read (EIO): treated as damage.
+            case unreadable = "unreadable"
         }
+
+        /// Damage a crash leaves routinely, with nothing acknowledged in it.
+        public var isCrashLeftover: Bool { kind == .tornTail || kind == .incompleteBatch }
         public var kind: Kind
         public var segment: UInt64
         public var offset: Int
@@ -55,12 +66,15 @@ public struct RecoveryReport: Sendable, Equatable {
     public var tornTails: Int { damage.filter { $0.kind == .tornTail }.count }
     /// Bytes zeroed at torn tails.
     public var truncatedBytes: Int { damage.filter { $0.kind == .tornTail }.reduce(0) { $0 + $1.length } }
-    /// Damaged stretches skipped (everything but torn tails).
-    public var skippedRanges: Int { damage.filter { $0.kind != .tornTail }.count }
-    /// Records known to be lost to damage (LSN gaps), torn tails excluded.
+    /// Damaged stretches skipped (everything but torn tails and incomplete batches).
+    public var skippedRanges: Int { damage.filter { !$0.isCrashLeftover }.count }
+    /// Records known to be lost to damage (LSN gaps), torn tails and incomplete batches
+    /// excluded (nothing in them was acknowledged).
     public var recordsLost: UInt64 {
-        damage.filter { $0.kind != .tornTail }.reduce(0) { $0 + ($1.lostLSNs.map { $0.upperBound - $0.lowerBound + 1 } ?? 0) }
+        damage.filter { !$0.isCrashLeftover }.reduce(0) { $0 + ($1.lostLSNs.map { $0.upperBound - $0.lowerBound + 1 } ?? 0) }
     }
+    /// Incomplete batches dropped from the end of the log.
+    public var incompleteBatches: Int { damage.filter { $0.kind == .incompleteBatch }.count }
     /// True when nothing was damaged, truncated or quarantined.
     public var isClean: Bool { damage.isEmpty && quarantinedSegments.isEmpty && checkpointProblem == nil }
 }

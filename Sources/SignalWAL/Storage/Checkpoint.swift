@@ -30,8 +30,8 @@ enum CheckpointFile {
         switch bytes[0..<Format.checkpointSize].withUnsafeBytes({ CheckpointRecord.decode($0) }) {
         case .success(let record): return .found(record.lsn)
         case .failure(.unsupportedVersion(let version)):
-            throw WALError(.unsupportedVersion(found: version, supported: Format.version), path: path, operation: "open",
-                           hint: "The checkpoint was written by a newer SignalWAL (format \(version)); this build reads format \(Format.version). Run the newer version, or restore a backup made by this one.")
+            throw WALError(.unsupportedVersion(found: version, supported: Format.checkpointVersion), path: path, operation: "open",
+                           hint: "The checkpoint was written by a newer SignalWAL (format \(version)); this build reads format \(Format.checkpointVersion). Run the newer version, or restore a backup made by this one.")
         case .failure(let failure): return .corrupt("\(failure)")
         }
     }

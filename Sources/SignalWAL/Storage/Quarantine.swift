@@ -1,3 +1,5 @@
+import Logging
+
 /// Moves damaged bytes aside into `<dir>/quarantine/`, so an operator can inspect them and a
 /// later open does not trip over them again.
 ///
@@ -37,8 +39,36 @@ struct Quarantine {
         return target
     }
 
-    /// Moves a whole segment file into quarantine (a rename: it needs no free space).
-    func moveSegment(_ source: String, fileName: String) throws -> String {
+    /// Creates `quarantine/` if it is missing, logging (not throwing) when it cannot: recovery
+    /// calls it on every open, so the directory exists before a full disk could stop its
+    /// creation.
+    func prepareDirectory(logger: Logger) {
+        do {
+            try ensureDirectory()
+        } catch {
+            logger.warning("could not create the quarantine directory; damaged segments will be set aside in place",
+                           metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+    }
+
+    /// Moves a whole segment file into quarantine (a rename: it needs no free space). When
+    /// `quarantine/` cannot be created or entered (a full disk), renames the file in place to
+    /// `segment-<seq>.wal.quarantined` instead, which recovery no longer reads as a segment but
+    /// still counts when numbering new ones.
+    func moveSegment(_ source: String, fileName: String, logger: Logger) throws -> String {
+        do {
+            return try moveIntoDirectory(source, fileName: fileName)
+        } catch {
+            let inPlace = directory + "/" + fileName + Format.quarantinedInPlaceSuffix
+            logger.error("could not move a segment into quarantine/; renamed it in place", metadata: [
+                "file": "\(source)", "renamed_to": "\(inPlace)", "error": "\(error)"])
+            try FileSystem.rename(source, to: inPlace)
+            try FileSystem.syncDirectory(directory)
+            return inPlace
+        }
+    }
+
+    private func moveIntoDirectory(_ source: String, fileName: String) throws -> String {
         try ensureDirectory()
         var target = path + "/" + fileName
         var attempt = 1

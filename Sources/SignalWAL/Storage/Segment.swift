@@ -6,14 +6,17 @@
 final class Segment: Sendable {
     let sequence: UInt64
     let epoch: UInt64
+    /// The header's flags (``SegmentFlags/recycled``), kept when the first LSN is written.
+    let flags: SegmentFlags
     let size: Int
     let path: String
     let file: OpenFile
     let mapping: MappedRegion
 
-    private init(sequence: UInt64, epoch: UInt64, path: String, file: OpenFile, mapping: MappedRegion) {
+    private init(sequence: UInt64, epoch: UInt64, flags: SegmentFlags = [], path: String, file: OpenFile, mapping: MappedRegion) {
         self.sequence = sequence
         self.epoch = epoch
+        self.flags = flags
         self.size = mapping.length
         self.path = path
         self.file = file
@@ -25,7 +28,7 @@ final class Segment: Sendable {
         let file = try OpenFile.open(path, writable: writable)
         do {
             let mapping = try MappedRegion(file: file, length: Int(header.segmentSize), writable: writable)
-            return Segment(sequence: header.sequence, epoch: header.epoch, path: path, file: file, mapping: mapping)
+            return Segment(sequence: header.sequence, epoch: header.epoch, flags: header.flags, path: path, file: file, mapping: mapping)
         } catch {
             file.closeQuietly()
             throw error
@@ -44,7 +47,7 @@ final class Segment: Sendable {
     /// Records the first LSN in the header. The header page is flushed together with the first
     /// record by the next flush of this file, so the two become durable together.
     func writeHeader(firstLSN: UInt64) {
-        let header = SegmentHeader(sequence: sequence, firstLSN: firstLSN, segmentSize: UInt64(size), epoch: epoch)
+        let header = SegmentHeader(sequence: sequence, firstLSN: firstLSN, segmentSize: UInt64(size), epoch: epoch, flags: flags)
         header.encoded().withUnsafeBytes { mapping.store($0, at: 0) }
     }
 

@@ -279,7 +279,8 @@ final class SegmentAllocator: Sendable {
         }
         let path = directory + "/" + Format.segmentFileName(sequence)
         do {
-            let header = SegmentHeader(sequence: sequence, firstLSN: 0, segmentSize: UInt64(segmentSize), epoch: newEpoch())
+            let header = SegmentHeader(sequence: sequence, firstLSN: 0, segmentSize: UInt64(segmentSize), epoch: newEpoch(),
+                                       flags: .recycled)
             var block = header.encoded()
             block += [UInt8](repeating: 0, count: Format.segmentHeaderBlock - block.count)
             try file.write(block, at: 0)

@@ -26,12 +26,20 @@ struct SegmentScanner {
     /// When false, a damaged slot ends the scan instead of looking ahead (readers of the active
     /// segment stop at the durable end and never need to).
     let resynchronize: Bool
+    /// The segment header's first LSN (0 when unknown), for the plausibility filter.
+    let firstLSN: UInt64
     private(set) var offset: Int
     private(set) var lastLSN: UInt64
+    /// Where and at which LSN the last record of this segment was found, for the filter.
+    private var anchor: (offset: Int, lsn: UInt64)?
     private var finished = false
+    /// CRC bytes one resynchronisation may spend, as a multiple of the bytes it may search:
+    /// without a cap, a crafted segment whose every word carries the epoch costs a CRC of up
+    /// to the largest payload at every 8-byte step (hours for 64 MiB).
+    static let resyncBudgetFactor = 8
 
     init(bytes: UnsafeRawBufferPointer, epoch: UInt64, maxPayload: Int, start: Int = Format.segmentHeaderBlock,
-         limit: Int? = nil, previousLSN: UInt64 = 0, resynchronize: Bool = true) {
+         limit: Int? = nil, previousLSN: UInt64 = 0, resynchronize: Bool = true, firstLSN: UInt64 = 0) {
         self.bytes = bytes
         self.epoch = epoch
         self.maxPayload = maxPayload
@@ -39,6 +47,17 @@ struct SegmentScanner {
         self.offset = start
         self.lastLSN = previousLSN
         self.resynchronize = resynchronize
+        self.firstLSN = firstLSN
+        if firstLSN > 0 { anchor = (Format.segmentHeaderBlock, firstLSN - 1) }
+    }
+
+    /// Whether a record claiming `lsn` at `position` is possible at all: every record takes at
+    /// least 24 bytes, so between the last record found (or the segment's first slot) and
+    /// `position` at most that many LSNs can have gone by.
+    private func plausible(_ header: RecordHeader, at position: Int) -> Bool {
+        guard header.lsn > lastLSN, Int(header.length) <= limit - position - Format.recordHeaderSize else { return false }
+        guard let anchor else { return true }
+        return header.lsn > anchor.lsn && header.lsn - anchor.lsn <= UInt64((position - anchor.offset) / Format.recordHeaderSize + 1)
     }
 
     /// Whether the slot at `at` holds a valid record following `after`.
@@ -49,7 +68,7 @@ struct SegmentScanner {
               position + Format.recordSpan(payloadLength: Int(header.length)) <= limit else { return nil }
         let payloadStart = position + Format.recordHeaderSize
         let payloadCRC = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[payloadStart..<payloadStart + Int(header.length)]))
-        let expected = RecordHeader.checksum(payloadCRC: payloadCRC, length: header.length, lsn: header.lsn, epoch: header.epoch)
+        let expected = RecordHeader.checksum(payloadCRC: payloadCRC, length: header.length, flags: header.flags, lsn: header.lsn, epoch: header.epoch)
         return expected == header.crc ? header : nil
     }
 
@@ -66,6 +85,7 @@ struct SegmentScanner {
         guard !finished else { return nil }
         if let header = validRecord(at: offset, after: lastLSN) {
             let event = Event.record(offset: offset, header: header)
+            anchor = (offset, header.lsn)
             offset += Format.recordSpan(payloadLength: Int(header.length))
             lastLSN = header.lsn
             return event
@@ -73,9 +93,14 @@ struct SegmentScanner {
         let start = offset
         if resynchronize {
             var probe = start + Format.recordAlignment
-            while probe + Format.recordHeaderSize <= limit {
-                // Cheap filter first: only slots carrying this epoch can be records.
+            var budget = Self.resyncBudgetFactor * max(0, limit - start)
+            while probe + Format.recordHeaderSize <= limit, budget > 0 {
+                // Cheap filters first: only slots carrying this epoch, with an LSN and length
+                // that could be there, are worth a CRC.
                 if UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: probe + 16, as: UInt64.self)) == epoch,
+                   case let candidate = RecordHeader.load(from: UnsafeRawBufferPointer(rebasing: bytes[probe..<probe + Format.recordHeaderSize])),
+                   plausible(candidate, at: probe),
+                   { budget -= Int(candidate.length) + Format.recordHeaderSize; return true }(),
                    validRecord(at: probe, after: lastLSN) != nil {
                     offset = probe
                     let gap = UnsafeRawBufferPointer(rebasing: bytes[start..<probe])
