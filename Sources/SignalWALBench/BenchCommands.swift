@@ -23,6 +23,9 @@ public struct Durable: ParsableCommand {
     @Option(name: .customLong("checkpoint-interval-ms"),
             help: "A consumer checkpoints what is durable this often, so segments are recycled as in production; 0 turns it off.")
     var checkpointIntervalMs: Int = 50
+    @Option(name: .customLong("write-unit"),
+            help: "uring only: force the flush write unit (512-4096) instead of the device's physical block size, to measure what it costs.")
+    var writeUnit: Int?
     @Flag(help: "Print one JSON object.") var json = false
 
     public func validate() throws {
@@ -36,6 +39,7 @@ public struct Durable: ParsableCommand {
         var benchmark = DurableBenchmark(appenders: appenders, recordSize: recordSize, seconds: seconds,
                                          policy: DurabilityPolicy(argument: policy)!, backend: backend, directory: dir)
         benchmark.checkpointIntervalMs = checkpointIntervalMs
+        benchmark.writeUnit = writeUnit
         let result = try benchmark.run()
         if json {
             print(jsonLine(result))

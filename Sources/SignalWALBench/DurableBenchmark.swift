@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Logging
-import SignalWAL
+@_spi(Benchmarks) import SignalWAL
 import SignalWALWorkload
 import Synchronization
 
@@ -21,6 +21,8 @@ public struct DurableBenchmark: Sendable {
     /// are stored), so segments are recycled as in production. 0 disables it: every segment
     /// is then new and zero-filled, which roughly doubles what the disk writes.
     public var checkpointIntervalMs: Int = 50
+    /// The staged backend's write unit, forced (nil: the device's).
+    public var writeUnit: Int?
 
     public init(appenders: Int, recordSize: Int, seconds: Double, policy: DurabilityPolicy, backend: String, directory: String) {
         self.appenders = appenders
@@ -65,6 +67,7 @@ public struct DurableBenchmark: Sendable {
         configuration.segmentSize = segmentSize
         configuration.durability = policy
         configuration.backend = ioBackend
+        configuration.directWriteUnit = writeUnit
         configuration.logger = Logger(label: "signalwal-bench", factory: { _ in SwiftLogNoOpLogHandler() })
         let wal = try WAL.open(directory: directory, configuration: configuration)
         let counters = DiskCounters(directory: directory)

@@ -2,11 +2,13 @@
 //
 //   signalwal-demo                          the demo, under .wal/demo
 //   signalwal-demo child DIR SEED THREADS [backend=mmap|uring] [policy=group|interval:10ms|none]
-//                  [checkpoint-ms=N] [pause=OP:SUFFIX:NTH]
+//                  [checkpoint-ms=N] [pause=OP:SUFFIX:NTH] [batches=N] [max-record=BYTES]
 //                                           append until killed, printing "ack LSN THREAD INDEX AT"
 //                                           (and "checkpoint LSN AT" every N ms); with pause=, the
 //                                           NTH system call OP on a path ending in SUFFIX first
-//                                           prints "pause OP PATH AT" and waits 2 s (for a cut)
+//                                           prints "pause OP PATH AT" and waits 2 s (for a cut);
+//                                           with batches=N, batches of 1-N records (payloads up
+//                                           to max-record bytes), "batch LSN COUNT THREAD INDEX AT"
 //   signalwal-demo open-as UID DIR          drop to UID, try WAL.open(DIR), print the outcome
 //   signalwal-demo fuzz-seeds DIR           write the recovery fuzzer's seed inputs into DIR
 #if canImport(Glibc)
@@ -34,10 +36,12 @@ func smallSegments() -> Configuration {
 switch arguments.dropFirst().first {
 case "child":
     guard arguments.count >= 5, let seed = UInt64(arguments[3]), let threads = Int(arguments[4]) else {
-        fail("usage: signalwal-demo child DIR SEED THREADS [backend=mmap|uring] [policy=group|interval:10ms|none] [checkpoint-ms=N] [pause=OP:SUFFIX:NTH]")
+        fail("usage: signalwal-demo child DIR SEED THREADS [backend=mmap|uring] [policy=group|interval:10ms|none] [checkpoint-ms=N] [pause=OP:SUFFIX:NTH] [batches=N] [max-record=BYTES]")
     }
     var configuration = smallSegments()
     var checkpointEvery: Duration?
+    var batchRecords: Int?
+    var maxLength = Workload.maxPayload
     for option in arguments.dropFirst(5) {
         let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
         guard parts.count == 2 else { fail("child option \(option) is not key=value") }
@@ -51,6 +55,14 @@ case "child":
         case "checkpoint-ms":
             guard let ms = Int(parts[1]), ms > 0 else { fail("checkpoint-ms must be a positive number") }
             checkpointEvery = .milliseconds(ms)
+        case "batches":
+            guard let count = Int(parts[1]), count > 0, count <= WAL.maxBatchCount else { fail("batches must be 1 to \(WAL.maxBatchCount)") }
+            batchRecords = count
+        case "max-record":
+            guard let bytes = Int(parts[1]), bytes >= 8, bytes <= configuration.effectiveMaxRecordSize else {
+                fail("max-record must be 8 to \(configuration.effectiveMaxRecordSize) bytes")
+            }
+            maxLength = bytes
         case "pause":
             let pause = parts[1].split(separator: ":").map(String.init)
             guard pause.count == 3, let operation = SyscallOperation(rawValue: pause[0]), let nth = Int(pause[2]) else {
@@ -63,7 +75,8 @@ case "child":
     }
     do {
         let wal = try WAL.open(directory: arguments[2], configuration: configuration)
-        Workload.appendUntilKilled(wal: wal, seed: seed, threads: threads, checkpointEvery: checkpointEvery)
+        Workload.appendUntilKilled(wal: wal, seed: seed, threads: threads, checkpointEvery: checkpointEvery,
+                                   batchRecords: batchRecords, maxLength: maxLength)
     } catch {
         fail("\(error)")
     }

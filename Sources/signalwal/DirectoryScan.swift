@@ -10,6 +10,9 @@ struct DirectoryScan {
     var pendingRecords = 0
     var pendingBytes = 0
     var totalBytes = 0
+    /// What the next open would do with each file: the engine's own plan (nil when it cannot
+    /// be made, for example a newer format version).
+    var plan: RecoveryPlan? = nil
 
     var checkpointLSN: LSN {
         if case .found(let lsn) = checkpoint { return lsn }
@@ -44,13 +47,26 @@ struct DirectoryScan {
         }
         self.pendingRecords = pendingRecords
         self.pendingBytes = pendingBytes
+        var configuration = Configuration()
+        configuration.logger.logLevel = .critical
+        plan = try? directory.recoveryPlan(configuration: configuration)
     }
 
     /// The newest segment holding records: the one being appended to.
     var activeSequence: UInt64? { segments.last { $0.records > 0 }?.sequence }
 
-    /// active / sealed / spare / reusable / corrupt, as recovery would treat the file.
+    /// active / sealed / spare / reusable / corrupt / discard: the fate the engine's recovery
+    /// plan gives the file (from the scan alone when there is no plan).
     func state(of segment: WALDirectory.SegmentSummary) -> String {
+        if let plan, let file = plan.files.first(where: { $0.path == segment.path }) {
+            switch file.fate {
+            case .live: return plan.files.last(where: { $0.fate == .live })?.path == segment.path ? "active" : "sealed"
+            case .reuse(.spare): return "spare"
+            case .reuse: return "reusable"
+            case .quarantine: return "corrupt"
+            case .discard: return "discard"
+            }
+        }
         guard segment.header != nil else { return "corrupt" }
         let active = activeSequence
         if segment.records > 0 {

@@ -18,11 +18,14 @@ enum Files {
         return WALError(kind, path: path, operation: operation, errno: code, hint: hint)
     }
 
-    /// A new file (refusing to replace one), written whole, extended to `size` (sparse), fsynced.
+    /// A new file (refusing to replace one), written whole, then zero-filled to `size` with
+    /// real writes, fsynced. Not sparse: the engine stores into segments through a mapping, and
+    /// a store into a hole on a full disk is a SIGBUS, so every block must be allocated and
+    /// written before a WAL opens it (a full disk fails the restore instead, naming the file).
     static func create(_ path: String, writing chunks: [UnsafeRawBufferPointer], size: Int? = nil) throws {
         let file = try Writer(creating: path)
         for chunk in chunks { try file.write(chunk) }
-        if let size { try file.extend(to: size) }
+        if let size { try file.zeroFill(to: size) }
         try file.sync()
     }
 
@@ -55,10 +58,14 @@ enum Files {
             offset += bytes.count
         }
 
-        /// Extends the file to `size` without writing: the rest reads as zeros (a sparse tail).
-        func extend(to size: Int) throws {
-            guard size > offset else { return }
-            guard ftruncate(fd, off_t(size)) == 0 else { throw Files.error("ftruncate", path) }
+        /// Writes zeros from the current end to `size`, 1 MiB at a time.
+        func zeroFill(to size: Int) throws {
+            let zeros = [UInt8](repeating: 0, count: 1 << 20)
+            try zeros.withUnsafeBytes { raw in
+                while offset < size {
+                    try write(UnsafeRawBufferPointer(rebasing: raw[0..<min(raw.count, size - offset)]))
+                }
+            }
         }
 
         func sync() throws {

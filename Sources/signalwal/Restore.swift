@@ -75,7 +75,7 @@ struct Restore: ParsableCommand {
         for entry in entries {
             let path = directory + "/" + entry.name
             var bytes = try Files.read(entry.source, at: entry.offset, count: entry.size)
-            // Segments are stored sparse: write up to the last non-zero byte, then extend.
+            // Segments are read up to the last non-zero byte, then zero-filled with real writes.
             if Format.segmentSequence(fromFileName: entry.name) != nil {
                 bytes.removeSubrange(((bytes.lastIndex { $0 != 0 } ?? -1) + 1)...)
             }

@@ -265,6 +265,12 @@ final class CommandLineToolTests: XCTestCase {
             var st = stat()
             XCTAssertEqual(stat(segmentFiles(restored)[0], &st), 0)
             XCTAssertEqual(st.st_uid, 1000)
+            // L3: every block of a restored segment is allocated and written, never a hole a
+            // store through the mapping could SIGBUS on when the disk is full.
+            for segment in segmentFiles(restored) {
+                XCTAssertEqual(stat(segment, &st), 0)
+                XCTAssertGreaterThanOrEqual(Int(st.st_blocks) * 512, Int(st.st_size), "\(segment) is sparse")
+            }
             XCTAssertEqual(try tool(["verify", restored]).status, 0)
             let wal = try WAL.open(directory: restored, configuration: testConfiguration())
             XCTAssertTrue(wal.recoveryReport.damage.isEmpty, "\(wal.recoveryReport)")

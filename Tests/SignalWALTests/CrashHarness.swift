@@ -65,8 +65,19 @@ final class AppendingChild {
         process.waitUntilExit()
     }
 
-    var acks: [Workload.Ack] { lines.compactMap(Workload.Ack.init(line:)) }
+    /// Every acknowledged record: single appends, and each record of each acknowledged batch.
+    var acks: [Workload.Ack] {
+        let all = lines
+        return all.compactMap(Workload.Ack.init(line:)) + all.compactMap(Workload.BatchAck.init(line:)).flatMap(\.records)
+    }
     var checkpoints: [Workload.CheckpointAck] { lines.compactMap(Workload.CheckpointAck.init(line:)) }
+}
+
+/// The batch mode of the child (`batches=` and `max-record=`), for the verifier.
+struct BatchMode {
+    var maxRecords: Int
+    var maxLength: Int
+    var options: [String] { ["batches=\(maxRecords)", "max-record=\(maxLength)"] }
 }
 
 /// How one stop (SIGKILL, or a power cut followed by SIGKILL) was checked.
@@ -85,6 +96,8 @@ struct CrashCheck {
     var oldestLostAgeMs = 0.0
     var reopenMs = 0.0
     var recordsRecovered = 0
+    /// Batch mode: batches found on disk, all checked whole.
+    var batchesFound = 0
 }
 
 enum CrashVerifier {
@@ -121,7 +134,9 @@ enum CrashVerifier {
     /// everything so the next cycle starts small.
     static func verify(directory: String, seed: UInt64, child: AppendingChild, policy: DurabilityPolicy,
                        backend: IOBackend, reopenBackend: IOBackend, powerCut: Bool, stoppedAt: UInt64,
+                       batchMode: BatchMode? = nil,
                        context: String, file: StaticString = #filePath, line: UInt = #line) throws -> CrashCheck {
+        let maxLength = batchMode?.maxLength ?? Workload.maxPayload
         var check = CrashCheck(pair: "\(policy.argument)/\(backend.rawValue)")
         let acks = child.acks
         let checkpoints = child.checkpoints
@@ -141,16 +156,23 @@ enum CrashVerifier {
         XCTAssertGreaterThan(wal.nextLSN, wal.checkpointLSN, "\(context): new records must get LSNs above the checkpoint", file: file, line: line)
 
         var byLSN: [LSN: [UInt8]] = [:]
+        // (thread, index) -> LSN of every record found, for the batch check.
+        var found: [UInt32: [UInt32: LSN]] = [:]
         var previous = wal.checkpointLSN
         for record in wal.records(from: wal.checkpointLSN + 1) {
             XCTAssertGreaterThan(record.lsn, previous, "\(context): LSNs strictly increase", file: file, line: line)
             previous = record.lsn
-            XCTAssertNotNil(Workload.identify(record.payload, seed: seed),
-                            "\(context): record \(record.lsn) was never appended", file: file, line: line)
+            let identity = Workload.identify(record.payload, seed: seed, maxLength: maxLength)
+            XCTAssertNotNil(identity, "\(context): record \(record.lsn) was never appended", file: file, line: line)
+            if let identity { found[identity.thread, default: [:]][identity.index] = record.lsn }
             byLSN[record.lsn] = record.payload
         }
+        if let batchMode {
+            check.batchesFound = checkBatchesWhole(found, seed: seed, mode: batchMode, checkpoint: wal.checkpointLSN,
+                                                   context: context, file: file, line: line)
+        }
         for ack in acks where ack.lsn > wal.checkpointLSN {
-            let expected = Workload.payload(seed: seed, thread: ack.thread, index: ack.index)
+            let expected = Workload.payload(seed: seed, thread: ack.thread, index: ack.index, maxLength: maxLength)
             if promised(ack, policy: policy, backend: backend, powerCut: powerCut, stoppedAt: stoppedAt) {
                 check.promised += 1
                 if byLSN[ack.lsn] != expected {
@@ -176,6 +198,34 @@ enum CrashVerifier {
         return check
     }
 
+    /// All or none: every batch the child appended is on disk whole, or not at all (a batch
+    /// whose first records are at or below the checkpoint may show only its rest, which must
+    /// then start right after the checkpoint). Records of one batch have consecutive LSNs.
+    /// Returns the number of batches found.
+    static func checkBatchesWhole(_ found: [UInt32: [UInt32: LSN]], seed: UInt64, mode: BatchMode, checkpoint: LSN,
+                                  context: String, file: StaticString, line: UInt) -> Int {
+        var whole = 0
+        for (thread, records) in found {
+            guard let highest = records.keys.max() else { continue }
+            for batch in Workload.batches(seed: seed, thread: thread, maxRecords: mode.maxRecords, through: highest) {
+                let present = batch.filter { records[$0] != nil }
+                guard !present.isEmpty else { continue }
+                let lsns = present.map { records[$0]! }
+                let consecutive = zip(lsns, lsns.dropFirst()).allSatisfy { $1 == $0 + 1 }
+                let checkpointedPrefix = present.first! > batch.lowerBound && lsns.first! == checkpoint + 1
+                    && present.last! == batch.upperBound - 1
+                if present.count == batch.count || checkpointedPrefix {
+                    XCTAssertTrue(consecutive, "\(context): batch \(batch) of thread \(thread) has LSNs \(lsns)", file: file, line: line)
+                    whole += 1
+                } else {
+                    XCTFail("\(context): only \(present.count) of the \(batch.count) records of batch \(batch) of thread \(thread) are present (LSNs \(lsns)): a batch must be all or none",
+                            file: file, line: line)
+                }
+            }
+        }
+        return whole
+    }
+
     static func milliseconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
     }
@@ -191,7 +241,9 @@ let crashMatrix: [(policy: DurabilityPolicy, backend: IOBackend)] = [
 /// One line per policy/backend pair: what was acknowledged, promised and found, and the oldest
 /// unpromised loss. For the tests' output and docs/RELIABILITY.md.
 func crashSummary(_ title: String, _ checks: [CrashCheck]) -> String {
-    var lines = ["\(title): \(checks.count) stops, reopen \(summary(checks.map(\.reopenMs)))",
+    let batches = checks.reduce(0) { $0 + $1.batchesFound }
+    var lines = ["\(title): \(checks.count) stops, reopen \(summary(checks.map(\.reopenMs)))"
+                 + (batches > 0 ? ", \(batches) batches found whole" : ""),
                  "  pair                    stops   acknowledged   promised(all present)   unpromised lost   oldest lost"]
     for pair in Set(checks.map(\.pair)).sorted() {
         let group = checks.filter { $0.pair == pair }

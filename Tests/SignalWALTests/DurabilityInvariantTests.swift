@@ -71,4 +71,47 @@ final class DurabilityInvariantTests: XCTestCase {
             try wal.close()
         }
     }
+
+    /// The tests above check that *some* fdatasync ran; this one checks which files: no
+    /// append returns before every file holding one of its records was synced after the
+    /// append began.
+    func testEveryFileHoldingARecordIsSyncedBeforeItsAppendReturns() throws {
+        for backend in IOBackend.allCases {
+            let directory = makeTemporaryDirectory(self)
+            let wal = try WAL.open(directory: directory, configuration: testConfiguration(backend: backend))
+            let clock = Atomic<Int>(0)
+            let syncs = ConditionLock<[(path: String, at: Int)]>([])
+            Syscall.setFaultHook { operation, path in
+                if operation == .fdatasync, path.hasSuffix(".wal") {
+                    syncs.withLock { $0.append((path, clock.add(1, ordering: .relaxed).newValue)) }
+                }
+                return nil
+            }
+            let appends = ConditionLock<[(range: ClosedRange<LSN>, began: Int, returned: Int)]>([])
+            DispatchQueue.concurrentPerform(iterations: 8) { thread in
+                var generator = SystemRandomNumberGenerator()
+                for batch in 0..<(reducedIterations ? 15 : 40) {
+                    let count = Int.random(in: 1...6, using: &generator)
+                    let payloads = (0..<count).map { testPayload(thread * 10_000 + batch * 10 + $0, length: Int.random(in: 1...120_000, using: &generator)) }
+                    let began = clock.add(1, ordering: .relaxed).newValue
+                    guard let range = try? wal.append(contentsOf: payloads) else { continue }
+                    let returned = clock.add(1, ordering: .relaxed).newValue
+                    appends.withLock { $0.append((range, began, returned)) }
+                }
+            }
+            Syscall.setFaultHook(nil)
+            let segmentOf = Dictionary(readAll(wal).map { ($0.lsn, $0.segment) }, uniquingKeysWith: { a, _ in a })
+            let log = syncs.withLock { $0 }
+            var violations = 0
+            for append in appends.withLock({ $0 }) {
+                let files = Set(append.range.compactMap { segmentOf[$0] }.map { directory + "/" + Format.segmentFileName($0) })
+                for file in files where !log.contains(where: { $0.path == file && $0.at > append.began && $0.at < append.returned }) {
+                    violations += 1
+                    if violations <= 3 { XCTFail("\(backend): LSNs \(append.range) returned before \(file) was synced") }
+                }
+            }
+            XCTAssertEqual(violations, 0, "\(backend)")
+            try wal.close()
+        }
+    }
 }

@@ -62,9 +62,14 @@ final class PowerCutTests: XCTestCase {
                 aim = Self.cutPoints[(iteration / 3) % Self.cutPoints.count]
                 options += ["checkpoint-ms=20", "pause=\(aim!.pause):\(Int.random(in: 1...2))"]
             }
+            // Half the cuts (alternating rounds of the matrix) hit a child appending batches of
+            // random shapes, which cross segments and the staging ring's end.
+            let batchMode = iteration / (2 * crashMatrix.count) % 2 == 1 ? nil : BatchMode(maxRecords: 24, maxLength: 256 << 10)
+            options += batchMode?.options ?? []
             let context = "cut \(iteration) (\(options.joined(separator: " ")))"
             let child = try AppendingChild(directory: directory, seed: seed, threads: 4, options: options)
-            XCTAssertNotNil(child.waitForLine(startingWith: "ack", timeout: .seconds(10)), "\(context): the child acknowledged nothing")
+            XCTAssertNotNil(child.waitForLine(startingWith: batchMode == nil ? "ack" : "batch", timeout: .seconds(10)),
+                            "\(context): the child acknowledged nothing")
             if let aim {
                 if child.waitForLine(startingWith: "pause", timeout: .seconds(5)) != nil {
                     aimed[aim.step, default: 0] += 1
@@ -79,7 +84,8 @@ final class PowerCutTests: XCTestCase {
             child.kill()
             try remount()
             checks.append(try CrashVerifier.verify(directory: directory, seed: seed, child: child, policy: policy, backend: backend,
-                                                   reopenBackend: reopenBackend, powerCut: true, stoppedAt: stoppedAt, context: context))
+                                                   reopenBackend: reopenBackend, powerCut: true, stoppedAt: stoppedAt,
+                                                   batchMode: batchMode, context: context))
         }
         print(crashSummary("power cuts", checks))
         print("  aimed cuts: \(aimed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); \(missedAims) aims not reached")

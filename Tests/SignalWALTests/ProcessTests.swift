@@ -22,15 +22,21 @@ final class ProcessTests: XCTestCase {
             let reopenBackend: IOBackend = backend == .uring ? .mmap : .uring
             var options = ["backend=\(backend.rawValue)", "policy=\(policy.argument)"]
             if iteration / crashMatrix.count % 2 == 1 { options.append("checkpoint-ms=20") }
+            // Every other round of the matrix appends batches of random shapes: 1-24 records,
+            // payloads up to the largest record, so batches cross segments and the ring's end.
+            let batchMode = iteration / (2 * crashMatrix.count) % 2 == 1 ? nil : BatchMode(maxRecords: 24, maxLength: 256 << 10)
+            options += batchMode?.options ?? []
             let context = "kill \(iteration) (\(options.joined(separator: " ")))"
             let child = try AppendingChild(directory: directory, seed: seed, threads: 4, options: options)
-            XCTAssertNotNil(child.waitForLine(startingWith: "ack", timeout: .seconds(10)), "\(context): the child acknowledged nothing")
+            XCTAssertNotNil(child.waitForLine(startingWith: batchMode == nil ? "ack" : "batch", timeout: .seconds(10)),
+                            "\(context): the child acknowledged nothing")
             usleep(UInt32.random(in: 10_000...300_000))
             let stoppedAt = Workload.monotonicNanoseconds()
             child.kill()
             XCTAssertEqual(child.process.terminationReason, .uncaughtSignal, context)
             checks.append(try CrashVerifier.verify(directory: directory, seed: seed, child: child, policy: policy, backend: backend,
-                                                   reopenBackend: reopenBackend, powerCut: false, stoppedAt: stoppedAt, context: context))
+                                                   reopenBackend: reopenBackend, powerCut: false, stoppedAt: stoppedAt,
+                                                   batchMode: batchMode, context: context))
         }
         print(crashSummary("crash test (SIGKILL)", checks))
     }

@@ -49,8 +49,9 @@ public enum Format {
     public static let version: UInt32 = 2
     /// The segment format versions this build reads.
     public static let readableVersions: ClosedRange<UInt32> = 1...2
-    /// The `.checkpoint` file's own version (unchanged since version 1 of the segments).
-    public static let checkpointVersion: UInt32 = 1
+    /// The `.checkpoint` file's own version: 2 adds the LSN floor (version 1, 32 bytes, is
+    /// still read).
+    public static let checkpointVersion: UInt32 = 2
     /// Mask of the record length word that holds the payload length; the top two bits are
     /// ``RecordFlags``. Every payload is below 1 GiB (the largest segment), so they are free.
     public static let recordLengthMask: UInt32 = 0x3FFF_FFFF
@@ -88,7 +89,9 @@ public enum Format {
 
     /// "SGWALCKP" read as a little-endian UInt64.
     public static let checkpointMagic: UInt64 = 0x504B_434C_4157_4753
-    public static let checkpointSize = 32
+    /// The size of a version 2 `.checkpoint`; version 1 files are ``checkpointSizeV1``.
+    public static let checkpointSize = 40
+    public static let checkpointSizeV1 = 32
 
     // MARK: Names
 
@@ -291,11 +294,23 @@ public struct RecordHeader: Sendable, Equatable {
     }
 }
 
-/// The `.checkpoint` file: the highest LSN every consumer has processed.
+/// The `.checkpoint` file: the highest LSN every consumer has processed, and the lowest LSN
+/// the next record may get.
+///
+/// Version 2 (40 bytes): magic (8), version (4), reserved (4), LSN (8), LSN floor (8), CRC32C
+/// over bytes 0..<32 (4), reserved (4). Version 1 (32 bytes, read): magic, version, reserved,
+/// LSN, CRC over 0..<24, reserved; its floor is 0.
 public struct CheckpointRecord: Sendable, Equatable {
     public var lsn: UInt64
+    /// Recovery raises it past LSNs that may have been acknowledged but whose records it could
+    /// not keep (a newest segment with an unusable header, garbage over the last records), so
+    /// they are never handed out again, even after the evidence is quarantined.
+    public var floor: UInt64
 
-    public init(lsn: UInt64) { self.lsn = lsn }
+    public init(lsn: UInt64, floor: UInt64 = 0) {
+        self.lsn = lsn
+        self.floor = floor
+    }
 
     public func encoded() -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: Format.checkpointSize)
@@ -303,20 +318,26 @@ public struct CheckpointRecord: Sendable, Equatable {
             raw.storeBytes(of: Format.checkpointMagic.littleEndian, toByteOffset: 0, as: UInt64.self)
             raw.storeBytes(of: Format.checkpointVersion.littleEndian, toByteOffset: 8, as: UInt32.self)
             raw.storeBytes(of: lsn.littleEndian, toByteOffset: 16, as: UInt64.self)
-            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<24]))
-            raw.storeBytes(of: crc.littleEndian, toByteOffset: 24, as: UInt32.self)
+            raw.storeBytes(of: floor.littleEndian, toByteOffset: 24, as: UInt64.self)
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<32]))
+            raw.storeBytes(of: crc.littleEndian, toByteOffset: 32, as: UInt32.self)
         }
         return bytes
     }
 
     public static func decode(_ raw: UnsafeRawBufferPointer) -> Result<CheckpointRecord, SegmentHeader.DecodeFailure> {
-        guard raw.count == Format.checkpointSize,
+        guard raw.count == Format.checkpointSize || raw.count == Format.checkpointSizeV1,
               UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)) == Format.checkpointMagic
         else { return .failure(.badMagic) }
-        let crc = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
-        guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<24])) == crc else { return .failure(.badChecksum) }
+        let covered = raw.count == Format.checkpointSizeV1 ? 24 : 32
+        let crc = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: covered, as: UInt32.self))
+        guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<covered])) == crc else { return .failure(.badChecksum) }
         let version = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
-        guard version == Format.checkpointVersion else { return .failure(.unsupportedVersion(version)) }
-        return .success(CheckpointRecord(lsn: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))))
+        guard version == (raw.count == Format.checkpointSizeV1 ? 1 : Format.checkpointVersion) else {
+            return .failure(.unsupportedVersion(version))
+        }
+        let lsn = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+        let floor = covered == 32 ? UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)) : 0
+        return .success(CheckpointRecord(lsn: lsn, floor: floor))
     }
 }

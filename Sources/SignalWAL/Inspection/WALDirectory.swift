@@ -76,7 +76,7 @@ public struct WALDirectory: Sendable {
     /// newer format.
     public func checkpoint() throws -> CheckpointState {
         switch try CheckpointFile.load(directory: path) {
-        case .found(let lsn): return .found(lsn)
+        case .found(let record): return .found(record.lsn)
         case .missing: return .missing
         case .corrupt(let reason): return .corrupt(reason)
         }

@@ -105,6 +105,11 @@ public struct Configuration: Sendable {
     /// process bootstrapped with `MetricsSystem.bootstrap` (a no-op one if it did not).
     public var metricsFactory: (any MetricsFactory)? = nil
 
+    /// Benchmarks only: forces the staged backend's write unit (512 to 4096, a power of two)
+    /// instead of the device's (see `DirectWriter`). Below the physical block size a torn
+    /// rewrite can destroy acknowledged records, which is what the benchmark compares against.
+    @_spi(Benchmarks) public var directWriteUnit: Int? = nil
+
     public init() {}
 
     public init(segmentSize: Int = Format.defaultSegmentSize, maxRecordSize: Int? = nil, spareSegments: Int = 2,
@@ -143,6 +148,9 @@ public struct Configuration: Sendable {
         }
         guard maxBatchDelay >= .zero, maxBatchDelay <= .seconds(1) else {
             throw invalid("maxBatchDelay must be from 0 to 1 second.")
+        }
+        if let unit = directWriteUnit, unit < 512 || unit > 4096 || unit & (unit - 1) != 0 {
+            throw invalid("directWriteUnit \(unit) must be a power of two from 512 to 4096.")
         }
         if let maxBatchBytes, maxBatchBytes < 4096 {
             throw invalid("maxBatchBytes \(maxBatchBytes) is below 4096: use at least one page, or nil for no limit.")

@@ -64,8 +64,12 @@ final class DirectWriter: Sendable {
     /// bytes are in the ring). A flush asserts it never writes beyond it.
     private let stagedMirror: Atomic<UInt64>
 
-    init(directory: String, capacity: Int, start: UInt64, logger: Logger) throws {
+    /// See ``Configuration/directWriteUnit`` (benchmarks only).
+    let unitOverride: Int?
+
+    init(directory: String, capacity: Int, start: UInt64, logger: Logger, unitOverride: Int? = nil) throws {
         ring = try StagingRing(capacity: capacity, path: directory)
+        self.unitOverride = unitOverride
         self.directory = directory
         self.logger = logger
         state = ConditionLock(State(onDisk: start, synced: start))
@@ -150,7 +154,7 @@ final class DirectWriter: Sendable {
 
     func place(_ segment: Segment, file: OpenFile, at base: UInt64) {
         precondition(base % UInt64(Self.block) == 0, "a segment must start at an aligned stream position")
-        let alignment = Self.alignment(of: file)
+        let alignment = unitOverride ?? Self.alignment(of: file)
         state.withLock { value in
             if !value.directRefused { value.alignment = max(alignment, 512) }
             precondition(value.placements.last.map { $0.sealedAt.map { base >= $0 } ?? false } ?? true,

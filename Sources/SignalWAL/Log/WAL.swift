@@ -28,6 +28,9 @@ public final class WAL: Sendable {
         /// Segments holding live records, oldest first; the last is the active segment.
         var segments: [SegmentInfo]
         var checkpoint: LSN
+        /// The LSN floor recovery stored (see ``CheckpointRecord/floor``), kept in every
+        /// checkpoint written after.
+        var lsnFloor: LSN = 0
     }
 
     /// The directory this WAL lives in.
@@ -74,7 +77,7 @@ public final class WAL: Sendable {
         let resumed = recovered.active.flatMap { activeInfo!.endOffset > Format.segmentHeaderBlock ? $0 : nil }
         let offset = resumed != nil ? activeInfo!.endOffset : 0
         let start = LogEnd(lsn: recovered.nextLSN - 1, segment: resumed?.sequence ?? 0, offset: offset, stream: UInt64(offset))
-        catalog = ConditionLock(Catalog(segments: recovered.segments, checkpoint: recovered.checkpointLSN))
+        catalog = ConditionLock(Catalog(segments: recovered.segments, checkpoint: recovered.checkpointLSN, lsnFloor: recovered.lsnFloor))
         self.direct = direct
         metrics = WALMetrics(directory: directory, factory: configuration.metricsFactory)
         committer = GroupCommitter(start: start, policy: configuration.durability, directory: directory,
@@ -146,7 +149,8 @@ public final class WAL: Sendable {
         let offset = recovered.active != nil ? recovered.segments.last!.endOffset : 0
         let resumes = offset > Format.segmentHeaderBlock
         let writer = try DirectWriter(directory: directory, capacity: DirectWriter.capacity(maxRecordSize: configuration.effectiveMaxRecordSize),
-                                      start: resumes ? UInt64(offset) : 0, logger: configuration.logger)
+                                      start: resumes ? UInt64(offset) : 0, logger: configuration.logger,
+                                      unitOverride: configuration.directWriteUnit)
         if let active = recovered.active, resumes {
             try writer.place(active, at: 0)
             let block = DirectWriter.alignDown(UInt64(offset))
@@ -410,7 +414,7 @@ public final class WAL: Sendable {
         }
         try checkpointGate.withLock { _ in
             guard lsn > checkpointLSN else { return }
-            try CheckpointFile.store(lsn, directory: directory)
+            try CheckpointFile.store(lsn, floor: catalog.withLock { $0.lsnFloor }, directory: directory)
             let freed = catalog.withLock { catalog -> [String] in
                 catalog.checkpoint = lsn
                 var count = 0

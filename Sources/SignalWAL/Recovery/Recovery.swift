@@ -23,6 +23,8 @@ struct SegmentInfo: Sendable, Equatable {
 /// What recovery hands to the WAL.
 struct RecoveredState {
     var checkpointLSN: LSN
+    /// Carried into every later checkpoint file.
+    var lsnFloor: LSN
     /// Segments with records, oldest first; the last one is the active segment.
     var segments: [SegmentInfo]
     /// The active segment, mapped writable, when there is one.
@@ -112,8 +114,9 @@ struct Recovery {
 
         // The checkpoint, or the oldest record when it cannot be read.
         switch try CheckpointFile.load(directory: directory) {
-        case .found(let lsn):
-            plan.checkpointLSN = lsn
+        case .found(let record):
+            plan.checkpointLSN = record.lsn
+            plan.storedFloor = record.floor
         case .missing:
             if !data.isEmpty {
                 plan.report.checkpointProblem = "missing"
@@ -137,12 +140,13 @@ struct Recovery {
         plan.report.segmentsReusable = firstLive
         let live = Array(data[firstLive...])
 
-        let scannedLast = try scanLive(live.map { (plan.files[$0.file], $0.examined) }, plan: &plan)
-        var lastLSN = scannedLast
+        let scanned = try scanLive(live.map { (plan.files[$0.file], $0.examined) }, plan: &plan)
+        let scannedLast = scanned.last
+        var lastLSN = max(scannedLast, scanned.floor > 0 ? scanned.floor - 1 : 0)
 
         // Bad headers newer than every live segment: their LSNs must not be handed out again.
         let newestLive = live.last.map { plan.files[$0.file].sequence } ?? 0
-        var floor: LSN = 0
+        var floor: LSN = scanned.floor
         for file in plan.files where file.sequence > newestLive && file.header == nil {
             guard case .quarantine = file.fate, let bound = try salvageBound(path: file.path, after: max(lastLSN, checkpoint)) else { continue }
             plan.report.damage.append(.init(kind: .missingRecords, segment: file.sequence, offset: 0, length: 0,
@@ -152,7 +156,8 @@ struct Recovery {
             lastLSN = max(lastLSN, bound.upperBound)
         }
 
-        var nextLSN = max(scannedLast + 1, checkpoint + 1, floor)
+        var nextLSN = max(scannedLast + 1, checkpoint + 1, floor, plan.storedFloor)
+        if floor > plan.storedFloor { plan.newFloor = floor }
         if let active = plan.activeHeader { nextLSN = max(nextLSN, active.firstLSN) }
         plan.nextLSN = nextLSN
         if let first = plan.live.first(where: { $0.firstLSN > 0 })?.firstLSN,
@@ -208,7 +213,7 @@ struct Recovery {
     /// Scans the live segments oldest first: damage, the batch each record belongs to, and the
     /// tail. Fills `plan.live`, `plan.activeHeader`, the report, the preserves and the tail.
     private func scanLive(_ live: [(file: RecoveryPlan.SegmentFile, examined: Examined)],
-                          plan: inout RecoveryPlan) throws -> LSN {
+                          plan: inout RecoveryPlan) throws -> (last: LSN, floor: LSN) {
         var infos: [SegmentInfo] = []
         var lastLSN: LSN = 0
         var expected: LSN? = nil
@@ -216,6 +221,7 @@ struct Recovery {
         // be in the next segment.
         var pending: Int? = nil
         var batches = BatchAssembler()
+        var lsnFloor: LSN = 0
         var newestJunk: (offset: Int, length: Int, torn: Bool)? = nil
         for (index, entry) in live.enumerated() {
             let isNewest = index == live.count - 1
@@ -232,6 +238,7 @@ struct Recovery {
                                                 length: range.count, lostLSNs: nil, quarantineFile: nil))
                 logDamage(plan.report.damage.last!)
             }
+            var unreadable = image.unreadable
             var scanner = SegmentScanner(bytes: bytes, epoch: header.epoch, maxPayload: Format.largestPayload(segmentSize: entry.examined.size),
                                          previousLSN: lastLSN, firstLSN: header.firstLSN)
             if expected == nil, header.firstLSN > 0 { expected = header.firstLSN }
@@ -264,6 +271,7 @@ struct Recovery {
                                                     offset: offset, length: length, lostLSNs: nil, quarantineFile: nil))
                     pending = plan.report.damage.count - 1
                     info.damaged.append(offset..<resume)
+                    unreadable.removeAll { $0.lowerBound >= offset && $0.upperBound <= resume }
                     plan.preserves.append(.init(segment: header.sequence, path: entry.file.path, offset: offset, length: length,
                                                 damageIndex: pending!))
                 case .end(let offset, let torn):
@@ -287,6 +295,9 @@ struct Recovery {
                     }
                 }
             }
+            // Unreadable blocks outside any damaged range (after the last record, say) are
+            // stepped over by readers too.
+            info.damaged = (info.damaged + unreadable).sorted { $0.lowerBound < $1.lowerBound }
             if info.lastLSN > 0 { lastLSN = info.lastLSN }
             infos.append(info)
             if isNewest { plan.activeHeader = header }
@@ -298,8 +309,13 @@ struct Recovery {
         // The end of the log: the newest segment's junk, then an incomplete last batch.
         if let junk = newestJunk, let newest = live.last {
             let sequence = newest.examined.header.sequence
+            // Garbage (not a torn write) may have destroyed acknowledged records: as many as
+            // fit in it are counted lost, and their LSNs are never handed out again.
+            let lost: ClosedRange<LSN>? = junk.torn ? nil
+                : (lastLSN + 1)...(lastLSN + UInt64(max(1, junk.length / Format.recordHeaderSize)))
             plan.report.damage.append(.init(kind: junk.torn ? .tornTail : .corruptTail, segment: sequence, offset: junk.offset,
-                                            length: junk.length, lostLSNs: nil, quarantineFile: nil))
+                                            length: junk.length, lostLSNs: lost, quarantineFile: nil))
+            if let lost { lsnFloor = lost.upperBound + 1 }
             plan.preserves.append(.init(segment: sequence, path: newest.file.path, offset: junk.offset,
                                         length: min(junk.length, Self.tailCopyLimit), damageIndex: plan.report.damage.count - 1))
             plan.tail = .init(segment: sequence, path: newest.file.path, offset: junk.offset,
@@ -343,7 +359,7 @@ struct Recovery {
             infos[newest].firstLSN = 0
         }
         plan.live = infos
-        return lastLSN
+        return (lastLSN, lsnFloor)
     }
 
     /// For a segment with an unusable header newer than every live segment: the LSNs it may
@@ -417,6 +433,18 @@ struct Recovery {
             }
         }
 
+        // The floor first: once the evidence is quarantined or zeroed, nothing else remembers
+        // that those LSNs may have been acknowledged.
+        if let floor = plan.newFloor {
+            do {
+                try CheckpointFile.store(plan.checkpointLSN, floor: floor, directory: directory)
+            } catch {
+                // Not fatal (a WAL that cannot open helps nobody): this run still starts above
+                // the floor, and the next open finds the same damage unless it was zeroed.
+                logger.error("could not store the LSN floor in the checkpoint file", metadata: [
+                    "floor": "\(floor)", "error": "\(error)"])
+            }
+        }
         var reusable: [String] = []
         var quarantined = 0
         var discarded = false
@@ -450,7 +478,7 @@ struct Recovery {
         if let last = plan.live.last, let header = plan.activeHeader {
             active = try Segment.open(path: last.path, header: header, writable: true)
         }
-        return RecoveredState(checkpointLSN: plan.checkpointLSN, segments: plan.live, active: active, reusable: reusable,
+        return RecoveredState(checkpointLSN: plan.checkpointLSN, lsnFloor: max(plan.storedFloor, plan.newFloor ?? 0), segments: plan.live, active: active, reusable: reusable,
                               nextSequence: plan.nextSequence, nextLSN: plan.nextLSN, report: report)
     }
 

@@ -99,6 +99,11 @@ public struct RecoveryPlan: Sendable {
     public internal(set) var tail: Tail?
     public internal(set) var preserves: [Preserve] = []
     public internal(set) var checkpointLSN: LSN = 0
+    /// The LSN floor the checkpoint file holds.
+    public internal(set) var storedFloor: LSN = 0
+    /// A higher floor to store before the tail is rewritten (damage destroyed records whose
+    /// LSNs may have been acknowledged), or nil.
+    public internal(set) var newFloor: LSN?
     public internal(set) var nextLSN: LSN = 1
     public internal(set) var nextSequence: UInt64 = 1
     /// What opening reports (the quarantine paths are the intended ones until applied).
@@ -110,7 +115,7 @@ public struct RecoveryPlan: Sendable {
 
     /// Whether applying this plan changes any file.
     public var changesFiles: Bool {
-        !temporaryFiles.isEmpty || tail != nil || !preserves.isEmpty
+        !temporaryFiles.isEmpty || tail != nil || !preserves.isEmpty || newFloor != nil
             || files.contains { if case .quarantine = $0.fate { return true }; return $0.fate == .discard }
     }
 }

@@ -10,7 +10,7 @@ enum CheckpointFile {
     static let standbyName = Format.checkpointFileName + ".next"
 
     enum LoadResult: Equatable {
-        case found(UInt64)
+        case found(CheckpointRecord)
         case missing
         case corrupt(String)
     }
@@ -26,9 +26,11 @@ enum CheckpointFile {
         defer { file.closeQuietly() }
         var bytes = [UInt8](repeating: 0, count: Format.checkpointSize + 1)
         let count = try bytes.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }
-        guard count == Format.checkpointSize else { return .corrupt("it is \(count) bytes long, expected \(Format.checkpointSize)") }
-        switch bytes[0..<Format.checkpointSize].withUnsafeBytes({ CheckpointRecord.decode($0) }) {
-        case .success(let record): return .found(record.lsn)
+        guard count == Format.checkpointSize || count == Format.checkpointSizeV1 else {
+            return .corrupt("it is \(count) bytes long, expected \(Format.checkpointSize) (or \(Format.checkpointSizeV1), version 1)")
+        }
+        switch bytes[0..<count].withUnsafeBytes({ CheckpointRecord.decode($0) }) {
+        case .success(let record): return .found(record)
         case .failure(.unsupportedVersion(let version)):
             throw WALError(.unsupportedVersion(found: version, supported: Format.checkpointVersion), path: path, operation: "open",
                            hint: "The checkpoint was written by a newer SignalWAL (format \(version)); this build reads format \(Format.checkpointVersion). Run the newer version, or restore a backup made by this one.")
@@ -36,14 +38,14 @@ enum CheckpointFile {
         }
     }
 
-    static func store(_ lsn: UInt64, directory: String) throws {
+    static func store(_ lsn: UInt64, floor: UInt64 = 0, directory: String) throws {
         let path = directory + "/" + Format.checkpointFileName
         let standby = directory + "/" + standbyName
         let created = !FileSystem.kind(of: standby).exists
         let file = try OpenFile.open(standby, writable: true, create: true)
         do {
             // Same size every time: the write lands in blocks the file already has.
-            try file.write(CheckpointRecord(lsn: lsn).encoded(), at: 0)
+            try file.write(CheckpointRecord(lsn: lsn, floor: floor).encoded(), at: 0)
             try file.sync()
             try file.close()
         } catch {
