@@ -110,19 +110,27 @@ struct Backup: ParsableCommand {
             // The header block is filled in from the header the scan validated the records with.
             var image = [UInt8](repeating: 0, count: Format.segmentHeaderBlock)
             var records: [(offset: Int, lsn: LSN)] = []
-            let summary = try wal.scan(file, visit: { record, payload in
-                let end = record.offset + Format.recordSpan(payloadLength: record.length)
-                if image.count < end { image += [UInt8](repeating: 0, count: end - image.count) }
-                image.withUnsafeMutableBytes { raw in
-                    RecordHeader(length: UInt32(record.length), crc: record.crc, lsn: record.lsn, epoch: record.epoch, flags: record.flags)
-                        .store(to: UnsafeMutableRawBufferPointer(rebasing: raw[record.offset..<record.offset + Format.recordHeaderSize]))
-                    if record.length > 0 {
-                        (raw.baseAddress! + record.offset + Format.recordHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: record.length)
+            let scanned: WALDirectory.SegmentSummary
+            do {
+                scanned = try wal.scan(file, visit: { record, payload in
+                    let end = record.offset + Format.recordSpan(payloadLength: record.length)
+                    if image.count < end { image += [UInt8](repeating: 0, count: end - image.count) }
+                    image.withUnsafeMutableBytes { raw in
+                        RecordHeader(length: UInt32(record.length), crc: record.crc, lsn: record.lsn, epoch: record.epoch, flags: record.flags)
+                            .store(to: UnsafeMutableRawBufferPointer(rebasing: raw[record.offset..<record.offset + Format.recordHeaderSize]))
+                        if record.length > 0 {
+                            (raw.baseAddress! + record.offset + Format.recordHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: record.length)
+                        }
                     }
-                }
-                records.append((record.offset, record.lsn))
-                return true
-            })
+                    records.append((record.offset, record.lsn))
+                    return true
+                })
+            } catch let error as WALError where error.kind == .notFound {
+                // Recycled (renamed) or deleted since the listing: all its records were at or
+                // below the checkpoint, which is copied last and covers them.
+                return nil
+            }
+            let summary = scanned
             // Spares and unreadable headers have nothing to copy.
             guard let header = summary.header, summary.records > 0, let firstLSN = summary.firstLSN,
                   let lastLSN = summary.lastLSN else { return nil }

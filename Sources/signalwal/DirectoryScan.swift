@@ -20,7 +20,9 @@ struct DirectoryScan {
     }
 
     /// Scans every segment; `progress(scannedBytes, totalBytes)` is called as it goes.
-    init(_ directory: WALDirectory, progress: (Int, Int) -> Void = { _, _ in }) throws {
+    /// With `plan`, also asks the engine what the next open would do with each file (which
+    /// reads every live segment once more), for ``state(of:)``.
+    init(_ directory: WALDirectory, plan withPlan: Bool = false, progress: (Int, Int) -> Void = { _, _ in }) throws {
         self.directory = directory
         checkpoint = try directory.checkpoint()
         let files = try directory.segmentFiles()
@@ -47,9 +49,11 @@ struct DirectoryScan {
         }
         self.pendingRecords = pendingRecords
         self.pendingBytes = pendingBytes
-        var configuration = Configuration()
-        configuration.logger.logLevel = .critical
-        plan = try? directory.recoveryPlan(configuration: configuration)
+        if withPlan {
+            var configuration = Configuration()
+            configuration.logger.logLevel = .critical
+            plan = try? directory.recoveryPlan(configuration: configuration)
+        }
     }
 
     /// The newest segment holding records: the one being appended to.

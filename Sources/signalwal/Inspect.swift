@@ -47,7 +47,7 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         let wal = try WALDirectory(path: directory)
-        let scan = try DirectoryScan(wal)
+        let scan = try DirectoryScan(wal, plan: true)
         let usage = wal.diskUsage()
         var checkpointLSN: LSN?
         var checkpointProblem: String?
