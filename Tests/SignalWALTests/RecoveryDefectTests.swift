@@ -256,3 +256,73 @@ extension RecoveryTests {
         try wal.close()
     }
 }
+
+extension RecoveryTests {
+    /// When the dropped batch was all the newest segment held, that segment is active and
+    /// empty, and every earlier record must still be readable.
+    func testRecordsBeforeADroppedBatchThatFilledTheNewestSegmentAreReadable() throws {
+        let directory = makeTemporaryDirectory(self)
+        var wal = try open(directory)
+        let payload = [UInt8](repeating: 5, count: 1000)
+        // 1,020 records of span 1,024 fill the first 1 MiB segment exactly.
+        for _ in 0..<1020 { try wal.append(payload) }
+        XCTAssertEqual(try wal.append(contentsOf: Array(repeating: payload, count: 5)), 1021...1025)
+        try wal.close()
+        let newest = dataSegments(directory).last!
+        let layout = recordLayout(newest)
+        XCTAssertEqual(layout.first?.lsn, 1021, "the batch starts the second segment")
+        writeBytes(newest, at: layout.last!.offset, [UInt8](repeating: 0, count: 1024))
+        wal = try open(directory)
+        XCTAssertEqual(wal.recoveryReport.damage.map(\.kind), [.incompleteBatch])
+        XCTAssertEqual(readAll(wal).map(\.lsn), Array(1...1020))
+        XCTAssertEqual(try wal.append(payload), 1021)
+        XCTAssertEqual(readAll(wal).map(\.lsn), Array(1...1021))
+        try wal.close()
+    }
+}
+
+extension RecoveryTests {
+    /// A flush whose later pages reached the disk before its first (writeback or device
+    /// order), cut by a power loss: the last batch starts with zeros. It was never
+    /// acknowledged; it is dropped whole, not reported as mid-log loss with its rest kept.
+    func testLastBatchWhoseFirstPageNeverReachedTheDiskIsDroppedWhole() throws {
+        let directory = makeTemporaryDirectory(self)
+        var wal = try open(directory)
+        try wal.append(contentsOf: (1...20).map(Self.payload))
+        try wal.append(contentsOf: (21...40).map(Self.payload))
+        try wal.close()
+        let newest = dataSegments(directory).last!
+        let layout = recordLayout(newest)
+        let batchStart = try XCTUnwrap(layout.first { $0.lsn == 21 }).offset
+        let pageEnd = (batchStart / 4096 + 1) * 4096
+        writeBytes(newest, at: batchStart, [UInt8](repeating: 0, count: pageEnd - batchStart))
+        XCTAssertTrue(layout.contains { $0.offset > pageEnd }, "records of the batch survive past the zeroed page")
+        for pass in 1...2 {
+            wal = try open(directory)
+            let report = wal.recoveryReport
+            XCTAssertEqual(report.damage.map(\.kind), pass == 1 ? [.incompleteBatch] : [], "pass \(pass): \(report.damage)")
+            XCTAssertEqual(report.recordsLost, 0)
+            assertRecords(wal, Array(1...20))
+            XCTAssertEqual(wal.nextLSN, 21)
+            try wal.close()
+        }
+    }
+
+    /// The same ordering after the end of the log: zeros, then a later page of the last flush.
+    /// A torn write (nothing acknowledged), not garbage over records.
+    func testReorderedPagesAfterTheEndAreATornWriteNotGarbage() throws {
+        let template = try makeWAL()
+        let directory = try copy(template)
+        let newest = dataSegments(directory).last!
+        let last = recordLayout(newest).last!
+        let end = last.offset + Format.recordSpan(payloadLength: last.length)
+        let nextPage = (end / 4096 + 1) * 4096
+        writeBytes(newest, at: nextPage, (0..<3000).map { _ in UInt8.random(in: 1...255) })
+        let wal = try open(directory)
+        XCTAssertEqual(wal.recoveryReport.damage.map(\.kind), [.tornTail], "\(wal.recoveryReport.damage)")
+        XCTAssertEqual(wal.recoveryReport.recordsLost, 0)
+        XCTAssertEqual(wal.nextLSN, Self.recordCount + 1, "no LSN floor for a torn write")
+        assertRecords(wal, Array(1...Self.recordCount))
+        try wal.close()
+    }
+}

@@ -144,15 +144,16 @@ final class GroupCommitter: Sendable {
     /// handed out, so all records up to the highest reported end are in place.
     func noteWritten(_ end: LogEnd, stagedTo: UInt64? = nil) {
         var wake: [DurabilityWaiters.Follower] = []
-        state.withLock { value in
+        let work = state.withLock { value -> Bool in
             if end.lsn > value.written.lsn {
                 value.written = end
                 writtenBytes.store(end.bytes, ordering: .releasing)
                 if visibleOnCopy { wake = value.waiters.takeFollowers(upTo: end.lsn) }
             }
             value.stagedTo = max(value.stagedTo, stagedTo ?? end.stream, value.written.stream)
+            return scheduler.shouldWake(inputs(value))
         }
-        if scheduler.shouldWake(state.withLock { inputs($0) }) { state.signal(Self.work) }
+        if work { state.signal(Self.work) }
         for follower in wake { follower.continuation.resume(returning: true) }
     }
 

@@ -76,7 +76,10 @@ public final class WAL: Sendable {
         let activeInfo = recovered.segments.last
         let resumed = recovered.active.flatMap { activeInfo!.endOffset > Format.segmentHeaderBlock ? $0 : nil }
         let offset = resumed != nil ? activeInfo!.endOffset : 0
-        let start = LogEnd(lsn: recovered.nextLSN - 1, segment: resumed?.sequence ?? 0, offset: offset, stream: UInt64(offset))
+        // Readers read every segment up to the visible one, so it names the active segment even
+        // when that holds no record yet (then nothing of it is visible).
+        let start = LogEnd(lsn: recovered.nextLSN - 1, segment: activeInfo?.sequence ?? 0,
+                           offset: activeInfo?.endOffset ?? Format.segmentHeaderBlock, stream: UInt64(offset))
         catalog = ConditionLock(Catalog(segments: recovered.segments, checkpoint: recovered.checkpointLSN, lsnFloor: recovered.lsnFloor))
         self.direct = direct
         metrics = WALMetrics(directory: directory, factory: configuration.metricsFactory)

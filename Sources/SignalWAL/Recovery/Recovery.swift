@@ -222,6 +222,11 @@ struct Recovery {
         var pending: Int? = nil
         var batches = BatchAssembler()
         var lsnFloor: LSN = 0
+        // For a last batch whose first records are missing behind zeros (a flush whose later
+        // pages reached the disk first): the first zeroed range since the last complete batch.
+        var zeroedSinceBatch: (damage: Int, start: BatchAssembler.Start)? = nil
+        var headlessTail: (lsns: ClosedRange<LSN>, start: BatchAssembler.Start)? = nil
+        var lastLSNSeen: LSN = 0
         var newestJunk: (offset: Int, length: Int, torn: Bool)? = nil
         for (index, entry) in live.enumerated() {
             let isNewest = index == live.count - 1
@@ -259,17 +264,36 @@ struct Recovery {
                     }
                     pending = nil
                     expected = record.lsn + 1
+                    lastLSNSeen = record.lsn
                     if info.firstLSN == 0 { info.firstLSN = record.lsn }
                     info.lastLSN = record.lsn
                     plan.report.recordsRecovered += 1
                     // Only the last batch can be incomplete after a crash. Mid-log, a batch
                     // that lost a record to damage keeps its surviving records: they were
                     // acknowledged, and dropping them would only lose more.
-                    _ = batches.add(record, segment: header.sequence, offset: offset)
+                    headlessTail = nil
+                    for outcome in batches.add(record, segment: header.sequence, offset: offset) {
+                        switch outcome {
+                        case .complete:
+                            zeroedSinceBatch = nil
+                        case .incomplete(let lsns, let start) where lsns.upperBound == record.lsn:
+                            // A batch that ends here without its first records.
+                            headlessTail = (lsns, start)
+                        case .incomplete:
+                            break
+                        }
+                    }
                 case .damaged(let offset, let length, let resume, let allZero):
                     plan.report.damage.append(.init(kind: allZero ? .zeroedRange : .corruptRecords, segment: header.sequence,
                                                     offset: offset, length: length, lostLSNs: nil, quarantineFile: nil))
                     pending = plan.report.damage.count - 1
+                    // Where the next record should start there is a zero header: the log's end
+                    // as the writer left it, with later pages of the same flush on disk.
+                    let zeroHeader = UnsafeRawBufferPointer(rebasing: bytes[offset..<min(bytes.count, offset + Format.recordHeaderSize)])
+                        .allSatisfy { $0 == 0 }
+                    if (allZero || zeroHeader) && zeroedSinceBatch == nil {
+                        zeroedSinceBatch = (pending!, BatchAssembler.Start(lsn: lastLSNSeen + 1, segment: header.sequence, offset: offset))
+                    }
                     info.damaged.append(offset..<resume)
                     unreadable.removeAll { $0.lowerBound >= offset && $0.upperBound <= resume }
                     plan.preserves.append(.init(segment: header.sequence, path: entry.file.path, offset: offset, length: length,
@@ -281,7 +305,12 @@ struct Recovery {
                         // recycled, where nothing but zeros can follow) damage.
                         let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
                         let junk = (rest.lastIndex { $0 != 0 }).map { $0 + 1 } ?? 0
-                        if junk > 0 && (torn || !header.mayHoldStaleBytes) { newestJunk = (offset, junk, torn) }
+                        // A zero slot with the first non-zero byte in a later 4 KiB block is a
+                        // flush whose later pages reached the disk before this one (writeback
+                        // or device order): a torn write, not damage over records.
+                        let firstNonZero = rest.firstIndex { $0 != 0 } ?? 0
+                        let reordered = offset + firstNonZero >= (offset / 4096 + 1) * 4096
+                        if junk > 0 && (torn || !header.mayHoldStaleBytes) { newestJunk = (offset, junk, torn || reordered) }
                     } else if torn {
                         let slot = RecordHeader.load(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + Format.recordHeaderSize]))
                         let span = Int(slot.length) <= entry.examined.size - offset - Format.recordHeaderSize
@@ -327,12 +356,25 @@ struct Recovery {
                 logDamage(plan.report.damage.last!)
             }
         }
+        var unfinished: (lsns: ClosedRange<LSN>, start: BatchAssembler.Start)? = nil
         if case .incomplete(let lsns, let start)? = batches.finish() {
-            // Never acknowledged (a batch is acknowledged once its last record is durable) and
-            // never visible: dropped whole, from its first record on, and its LSNs reused.
+            unfinished = (lsns, start)
             plan.report.damage.append(.init(kind: .incompleteBatch, segment: start.segment, offset: start.offset, length: 0,
                                             lostLSNs: lsns, quarantineFile: nil))
             plan.report.recordsRecovered -= lsns.count
+        } else if let headless = headlessTail, let zeroed = zeroedSinceBatch {
+            // The log ends with a batch whose first records are zeros: it never reached the
+            // disk whole (never acknowledged). The zeroed range is part of it, not damage.
+            let lsns = zeroed.start.lsn...headless.lsns.upperBound
+            plan.report.damage[zeroed.damage].kind = .incompleteBatch
+            plan.report.damage[zeroed.damage].lostLSNs = lsns
+            plan.preserves.removeAll { $0.damageIndex == zeroed.damage }
+            plan.report.recordsRecovered -= headless.lsns.count
+            unfinished = (lsns, zeroed.start)
+        }
+        if let (lsns, start) = unfinished {
+            // Never acknowledged (a batch is acknowledged once its last record is durable) and
+            // never visible: dropped whole, from its first record on, and its LSNs reused.
             logger.warning("dropped the last batch of the log: its final record never reached the disk (a crash during the append), so none of it was acknowledged",
                            metadata: ["segment": "\(start.segment)", "offset": "\(start.offset)", "lsns": "\(lsns.lowerBound)-\(lsns.upperBound)"])
             guard let keep = infos.firstIndex(where: { $0.sequence == start.segment }) else { preconditionFailure("batch outside the scan") }
@@ -343,7 +385,7 @@ struct Recovery {
             }
             infos.removeSubrange((keep + 1)...)
             infos[keep].endOffset = start.offset
-            if start.lsn == infos[keep].firstLSN {
+            if infos[keep].firstLSN == 0 || infos[keep].firstLSN >= start.lsn {
                 infos[keep].firstLSN = 0
                 infos[keep].lastLSN = 0
             } else {
@@ -435,13 +477,16 @@ struct Recovery {
 
         // The floor first: once the evidence is quarantined or zeroed, nothing else remembers
         // that those LSNs may have been acknowledged.
+        var floorStored = true
         if let floor = plan.newFloor {
             do {
                 try CheckpointFile.store(plan.checkpointLSN, floor: floor, directory: directory)
             } catch {
                 // Not fatal (a WAL that cannot open helps nobody): this run still starts above
-                // the floor, and the next open finds the same damage unless it was zeroed.
-                logger.error("could not store the LSN floor in the checkpoint file", metadata: [
+                // the floor, and the evidence is left in place (below) so the next open finds
+                // the same damage and raises the floor again.
+                floorStored = false
+                logger.error("could not store the LSN floor in the checkpoint file; the damaged files are left where they are", metadata: [
                     "floor": "\(floor)", "error": "\(error)"])
             }
         }
@@ -455,6 +500,11 @@ struct Recovery {
             case .reuse:
                 reusable.append(file.path)
             case .quarantine(let reason):
+                if !floorStored && file.header == nil && file.sequence > (plan.live.last?.sequence ?? 0) {
+                    // Its LSNs are remembered only by this file until the floor is stored.
+                    quarantined += 1
+                    continue
+                }
                 let moved = try quarantine.moveSegment(file.path, fileName: Format.segmentFileName(file.sequence), logger: logger)
                 if quarantined < report.quarantinedSegments.count { report.quarantinedSegments[quarantined].path = moved }
                 quarantined += 1
@@ -467,15 +517,30 @@ struct Recovery {
             }
         }
         if discarded { try FileSystem.syncDirectory(directory) }
+        // Whether the writer may go on in the newest segment: not when its tail could not be
+        // made zero (an unreadable block), nor when garbage there is the only record of LSNs
+        // the floor could not be stored for. It is then kept as a sealed segment, and the next
+        // record starts a fresh one.
+        var resumable = true
         if let tail = plan.tail {
-            let zeroed = try zeroTail(path: tail.path, from: tail.offset)
-            if let index = report.damage.lastIndex(where: { $0.kind == .tornTail && $0.segment == tail.segment }) {
-                report.damage[index].length = max(report.damage[index].length, zeroed)
+            if tail.reason == .garbageAfterEnd && !floorStored {
+                resumable = false
+            } else {
+                let (zeroed, complete) = try zeroTail(path: tail.path, from: tail.offset)
+                if !complete { resumable = false }
+                if let index = report.damage.lastIndex(where: { $0.kind == .tornTail && $0.segment == tail.segment }) {
+                    report.damage[index].length = max(report.damage[index].length, zeroed)
+                }
             }
+        }
+        if let last = plan.live.last, last.damaged.contains(where: { $0.upperBound > last.endOffset }) {
+            // Unreadable blocks past the end: writing there would fault (mapped) or hide
+            // records from readers, who step over damaged ranges.
+            resumable = false
         }
 
         var active: Segment?
-        if let last = plan.live.last, let header = plan.activeHeader {
+        if resumable, let last = plan.live.last, let header = plan.activeHeader {
             active = try Segment.open(path: last.path, header: header, writable: true)
         }
         return RecoveredState(checkpointLSN: plan.checkpointLSN, lsnFloor: max(plan.storedFloor, plan.newFloor ?? 0), segments: plan.live, active: active, reusable: reusable,
@@ -483,28 +548,49 @@ struct Recovery {
     }
 
     /// Zeroes every 4 KiB page of `path` from `offset` to the end that holds a non-zero byte
-    /// (with pread and pwrite, never through a mapping), then makes it durable. Returns the
-    /// bytes zeroed.
-    private func zeroTail(path: String, from offset: Int) throws -> Int {
+    /// (with pread and pwrite, never through a mapping), and makes it durable. The pages after
+    /// the first are zeroed and synced before the first one, so a crash in the middle leaves
+    /// the tail's start as it was and the next open plans the same tail (zeroing the first
+    /// page first would leave zeros with records after them: a false mid-log loss). A page
+    /// that cannot be read (EIO) is overwritten with zeros anyway (a write lets the drive remap
+    /// it). Returns the bytes zeroed, and false when some page could not be zeroed.
+    private func zeroTail(path: String, from offset: Int) throws -> (zeroed: Int, complete: Bool) {
         let file = try OpenFile.open(path, writable: true)
         defer { file.closeQuietly() }
         let size = try file.size()
         let page = 4096
-        var zeroed = 0
         var buffer = [UInt8](repeating: 0, count: page)
         let zeros = [UInt8](repeating: 0, count: page)
-        var start = offset
-        while start < size {
+        var zeroed = 0
+        var complete = true
+        func zeroPage(_ start: Int) {
             let end = min(size, (start / page + 1) * page)
             let count = end - start
-            let read = try buffer.withUnsafeMutableBytes { try file.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<count]), at: start) }
-            if buffer[0..<read].contains(where: { $0 != 0 }) {
+            do {
+                let read = try buffer.withUnsafeMutableBytes { try file.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<count]), at: start) }
+                guard buffer[0..<read].contains(where: { $0 != 0 }) else { return }
+            } catch {
+                logger.error("a page of the tail cannot be read; writing zeros over it", metadata: [
+                    "file": "\(path)", "offset": "\(start)", "error": "\(error)"])
+            }
+            do {
                 try zeros.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<count]), at: start) }
                 zeroed += count
+            } catch {
+                complete = false
+                logger.error("could not zero a page of the tail", metadata: ["file": "\(path)", "offset": "\(start)", "error": "\(error)"])
             }
-            start = end
+        }
+        let firstPageEnd = min(size, (offset / page + 1) * page)
+        var start = firstPageEnd
+        while start < size {
+            zeroPage(start)
+            start += page
         }
         if zeroed > 0 { try file.dataSync() }
-        return zeroed
+        let before = zeroed
+        if offset < firstPageEnd { zeroPage(offset) }
+        if zeroed > before { try file.dataSync() }
+        return (zeroed, complete)
     }
 }
