@@ -88,6 +88,10 @@ soak: deps
 	SIGNALWAL_CUT_ITERATIONS=$(SOAK_CUTS) swift test --filter PowerCutTests
 
 bench: deps
+	@if ! command -v fio >/dev/null || ! command -v db_bench >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio rocksdb-tools; \
+	  else echo "the comparison needs fio and db_bench: sudo apt-get install -y fio rocksdb-tools"; fi; \
+	fi
 	swift build -c release --product signalwal-bench
 	mkdir -p docs/bench
 	.build/release/signalwal-bench compare --seconds $(BENCH_SECONDS) --output docs/bench | tee docs/bench/bench-results.md
