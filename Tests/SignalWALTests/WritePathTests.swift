@@ -183,7 +183,12 @@ final class WritePathTests: XCTestCase {
     /// entries the kernel never took.
     func testShortIOURingSubmissionFallsBackToPlainWrites() throws {
         let directory = makeTemporaryDirectory(self)
-        Syscall.setFaultHook { operation, _ in operation == .uringSubmit ? .short(bytes: 1) : nil }
+        let submissions = Atomic<Int>(0)
+        Syscall.setFaultHook { operation, _ in
+            guard operation == .uringSubmit else { return nil }
+            submissions.add(1, ordering: .relaxed)
+            return .short(bytes: 1)
+        }
         let wal = try WAL.open(directory: directory, configuration: testConfiguration())
         // Enough to need several new segments: each is prepared through the failing ring first.
         let done = Atomic<Bool>(false)
@@ -196,6 +201,7 @@ final class WritePathTests: XCTestCase {
         while !done.load(ordering: .acquiring) && ContinuousClock.now < deadline { usleep(10_000) }
         XCTAssertTrue(done.load(ordering: .acquiring), "appends hung waiting for segments")
         Syscall.setFaultHook(nil)
+        XCTAssertEqual(submissions.load(ordering: .relaxed), 1, "the ring is dropped after its first short submission")
         XCTAssertEqual(wal.nextLSN, 3001)
         XCTAssertGreaterThanOrEqual(wal.statistics.segmentsPrepared, 3)
         try wal.close()

@@ -7,10 +7,11 @@
 ///
 ///     segment-000001.wal      fixed-size segment files, numbered without reuse
 ///     segment-000002.wal
-///     .checkpoint             consumer progress (32 bytes)
+///     .checkpoint             consumer progress and the LSN floor (40 bytes; 32 in version 1)
 ///     .checkpoint.next        the next checkpoint's file, allocated ahead (see CheckpointFile)
 ///     .lock                   flock'ed by the owning process; holds its PID as text
 ///     quarantine/             damaged bytes and segments moved aside by recovery
+///     segment-000003.wal.quarantined   a segment quarantined in place (quarantine/ unusable)
 ///
 /// A segment file (``Format/segmentHeaderBlock`` bytes of header block, then records):
 ///

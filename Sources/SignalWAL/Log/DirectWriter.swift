@@ -98,7 +98,7 @@ final class DirectWriter: Sendable {
     /// disk's), or nil when the device has none (tmpfs, overlay) or it cannot be read.
     static func physicalBlockSize(of file: OpenFile) -> Int? {
         var st = stat()
-        guard fstat(file.fd, &st) == 0 else { return nil }
+        guard (try? Syscall.run(.fstat, path: file.path, { Syscall.errnoResult(fstat(file.fd, &st)) })) != nil else { return nil }
         let device = UInt64(st.st_dev)
         let major = ((device >> 8) & 0xFFF) | ((device >> 32) & ~0xFFF)
         let minor = (device & 0xFF) | ((device >> 12) & ~0xFF)
