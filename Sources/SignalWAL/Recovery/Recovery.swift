@@ -133,7 +133,7 @@ struct Recovery {
 
         // Segments wholly below the checkpoint are not scanned: they go to the reuse pool.
         var firstLive = 0
-        while firstLive + 1 < data.count && firstLSN(of: data[firstLive + 1].examined) <= checkpoint + 1 {
+        while firstLive + 1 < data.count && data[firstLive + 1].examined.header.firstLSN <= checkpoint + 1 {
             plan.files[data[firstLive].file].fate = .reuse(.belowCheckpoint)
             firstLive += 1
         }
@@ -166,8 +166,6 @@ struct Recovery {
         }
         return plan
     }
-
-    private func firstLSN(of examined: Examined) -> LSN { examined.header.firstLSN }
 
     private func setAside(_ plan: inout RecoveryPlan, _ file: RecoveryPlan.SegmentFile) {
         plan.files.append(file)
