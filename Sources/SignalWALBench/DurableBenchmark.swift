@@ -210,7 +210,7 @@ public struct ReplayBenchmark: Sendable {
         let started = Workload.monotonicNanoseconds()
         var records = 0
         var bytes = 0
-        for record in wal.records(from: 1) {
+        for record in try wal.records(from: 1) {
             records += 1
             bytes += record.payload.count
         }

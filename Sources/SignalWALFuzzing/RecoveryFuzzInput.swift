@@ -61,7 +61,7 @@ public enum RecoveryFuzzInput {
                 let wal = try WAL.open(directory: directory, configuration: configuration())
                 var records: [(LSN, Int)] = []
                 var previous = wal.checkpointLSN
-                for record in wal.records(from: wal.checkpointLSN + 1) {
+                for record in try wal.readVisible(from: wal.checkpointLSN + 1).records {
                     if record.lsn <= previous { problems.append("pass \(pass): LSN \(record.lsn) after \(previous)") }
                     previous = record.lsn
                     records.append((record.lsn, record.payload.count))

@@ -160,7 +160,7 @@ func runDemo() {
         print("reopened: recovered \(report.recordsRecovered) records in \(report.segmentsScanned) segments; torn tails truncated: \(report.tornTails) (\(report.truncatedBytes) bytes zeroed); damaged ranges skipped: \(report.skippedRanges); quarantined segments: \(report.quarantinedSegments.count)")
         var byLSN: [LSN: [UInt8]] = [:]
         var invented = 0
-        for record in wal.records(from: wal.checkpointLSN + 1) {
+        for record in try wal.readVisible(from: wal.checkpointLSN + 1).records {
             if Workload.identify(record.payload, seed: seed) == nil { invented += 1 }
             byLSN[record.lsn] = record.payload
         }

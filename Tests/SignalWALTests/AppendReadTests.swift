@@ -57,7 +57,7 @@ final class AppendReadTests: XCTestCase {
 
     private func verify(_ wal: WAL, total: Int, lengths: [Int]) throws {
         var expected: LSN = 1
-        for record in wal.records(from: 1) {
+        for record in try wal.records(from: 1) {
             XCTAssertEqual(record.lsn, expected)
             let index = Int(record.lsn) - 1
             if record.payload.count != lengths[index] || record.payload != testPayload(index, length: lengths[index]) {
@@ -93,7 +93,7 @@ final class AppendReadTests: XCTestCase {
         let lsnToID = Dictionary(uniqueKeysWithValues: results.enumerated().map { ($1, $0) })
         var previous: LSN = 0
         var seen = 0
-        for record in wal.records(from: 1) {
+        for record in try wal.records(from: 1) {
             XCTAssertGreaterThan(record.lsn, previous, "LSNs increase in file order")
             previous = record.lsn
             guard let id = lsnToID[record.lsn] else { XCTFail("record \(record.lsn) was never appended"); continue }
@@ -106,14 +106,14 @@ final class AppendReadTests: XCTestCase {
 
     func testConcurrentAsyncAppendersAreAllDurable() async throws {
         let directory = makeTemporaryDirectory(self)
-        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
+        let wal = try await WAL.open(directory: directory, configuration: testConfiguration())
         let lsns = try await withThrowingTaskGroup(of: LSN.self) { group in
             for task in 0..<200 { group.addTask { try await wal.append(testPayload(task, length: 100)) } }
             return try await group.reduce(into: [LSN]()) { $0.append($1) }
         }
         XCTAssertEqual(Set(lsns).count, 200)
         XCTAssertGreaterThanOrEqual(wal.durableLSN, lsns.max()!)
-        try wal.close()
+        try await wal.close()
     }
 
     func testTailingReaderSeesNewRecordsOnlyOnceDurable() async throws {
@@ -122,11 +122,11 @@ final class AppendReadTests: XCTestCase {
 
     private func tailingReader(backend: IOBackend) async throws {
         let directory = makeTemporaryDirectory(self)
-        let wal = try WAL.open(directory: directory, configuration: testConfiguration(backend: backend))
+        let wal = try await WAL.open(directory: directory, configuration: testConfiguration(backend: backend))
         let count = 500
         let reader = Task { () -> [LSN] in
             var seen: [LSN] = []
-            for try await record in wal.records(from: 1, follow: true) {
+            for try await record in wal.tail(from: 1) {
                 // A visible record must already be durable.
                 XCTAssertLessThanOrEqual(record.lsn, wal.durableLSN)
                 seen.append(record.lsn)
@@ -139,22 +139,7 @@ final class AppendReadTests: XCTestCase {
         }
         let seen = try await reader.value
         XCTAssertEqual(seen, (1...LSN(count)).map { $0 })
-        try wal.close()
-    }
-
-    func testTailingReaderEndsWhenTheWALCloses() async throws {
-        let directory = makeTemporaryDirectory(self)
-        let wal = try WAL.open(directory: directory, configuration: testConfiguration())
-        try await wal.append([1])
-        let reader = Task { () -> Int in
-            var count = 0
-            for try await _ in wal.records(from: 1, follow: true) { count += 1 }
-            return count
-        }
-        try await Task.sleep(for: .milliseconds(100))
-        try wal.close()
-        let count = try await reader.value
-        XCTAssertEqual(count, 1)
+        try await wal.close()
     }
 
     func testSynchronousReaderStopsAtTheEndAndResumesLater() throws {
@@ -162,7 +147,7 @@ final class AppendReadTests: XCTestCase {
         let wal = try WAL.open(directory: directory, configuration: testConfiguration())
         defer { try? wal.close() }
         try wal.append(contentsOf: [[1], [2], [3]])
-        var iterator = wal.records(from: 2).makeIterator()
+        var iterator = try wal.records(from: 2).makeIterator()
         XCTAssertEqual(iterator.next()?.lsn, 2)
         XCTAssertEqual(iterator.next()?.lsn, 3)
         XCTAssertNil(iterator.next())

@@ -274,7 +274,7 @@ final class CommandLineToolTests: XCTestCase {
             XCTAssertEqual(try tool(["verify", restored]).status, 0)
             let wal = try WAL.open(directory: restored, configuration: testConfiguration())
             XCTAssertTrue(wal.recoveryReport.damage.isEmpty, "\(wal.recoveryReport)")
-            let restoredRecords = Array(wal.records(from: wal.checkpointLSN + 1))
+            let restoredRecords = Array(try wal.records(from: wal.checkpointLSN + 1))
             XCTAssertEqual(restoredRecords.map(\.lsn), Array((wal.checkpointLSN + 1)..<(wal.checkpointLSN + 1 + LSN(restoredRecords.count))),
                            "\(options): contiguous above the checkpoint")
             XCTAssertGreaterThanOrEqual(restoredRecords.last?.lsn ?? wal.checkpointLSN, before.map(\.lsn).max()!)

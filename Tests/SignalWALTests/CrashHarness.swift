@@ -159,7 +159,7 @@ enum CrashVerifier {
         // (thread, index) -> LSN of every record found, for the batch check.
         var found: [UInt32: [UInt32: LSN]] = [:]
         var previous = wal.checkpointLSN
-        for record in wal.records(from: wal.checkpointLSN + 1) {
+        for record in try wal.readVisible(from: wal.checkpointLSN + 1).records {
             XCTAssertGreaterThan(record.lsn, previous, "\(context): LSNs strictly increase", file: file, line: line)
             previous = record.lsn
             let identity = Workload.identify(record.payload, seed: seed, maxLength: maxLength)

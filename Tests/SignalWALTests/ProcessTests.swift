@@ -186,7 +186,7 @@ final class LeakTests: XCTestCase {
         let wal = try WAL.open(directory: directory, configuration: testConfiguration())
         let range = try wal.append(contentsOf: (0..<20).map { testPayload(index * 20 + $0, length: 3000) })
         var count = 0
-        for _ in wal.records(from: range.lowerBound) { count += 1 }
+        for _ in try wal.records(from: range.lowerBound) { count += 1 }
         XCTAssertEqual(count, 20)
         try wal.checkpoint(upTo: range.upperBound)
         try wal.close()

@@ -93,6 +93,21 @@ public struct Configuration: Sendable {
     /// refused. Default 64 MiB; nil for no limit on unflushed bytes (batches are then bounded
     /// by 1 GiB).
     public var maxBatchBytes: Int? = 64 << 20
+    /// The most bytes of live segments the WAL may hold: the segments with records after the
+    /// checkpoint, plus the active one. An append that would begin a segment beyond it fails at
+    /// once with the retryable ``WALError/Kind/backlogFull(liveBytes:limit:)``, without
+    /// waiting, so a service can answer 503 or 429 with `Retry-After` while its consumers catch
+    /// up; a checkpoint that releases segments lets appends in again. The bound is checked in
+    /// whole segments: records fill the active segment before it counts, so at least one segment
+    /// must fit (the smallest accepted value is `2 * segmentSize`). Nil (the default) for no
+    /// bound; the filesystem then bounds it (``WALError/Kind/outOfSpace``).
+    public var maxLiveBytes: Int? = nil
+    /// Bytes of the `.uring` backend's staging ring, allocated once at open and held until
+    /// close (it is most of a WAL's memory). Nil for the default: 16 MiB, or room for two of
+    /// the largest records when that is more. The smallest accepted is room for two of the
+    /// largest records plus two 4 KiB blocks (``minimumStagingBytes``). Under `.uring` a batch
+    /// is also bounded by half the ring, so it can always be staged whole.
+    public var stagingBytes: Int? = nil
     /// Which write path appends take. Default `.uring` (direct I/O), measured faster at 1, 16 and
     /// 64 durable appenders; see docs/DESIGN.md.
     public var backend: IOBackend = .uring
@@ -114,8 +129,16 @@ public struct Configuration: Sendable {
 
     public init(segmentSize: Int = Format.defaultSegmentSize, maxRecordSize: Int? = nil, spareSegments: Int = 2,
                 durability: DurabilityPolicy = .groupCommit, backend: IOBackend = .uring,
-                logger: Logger = Logger(label: "signalwal")) {
+                maxLiveBytes: Int? = nil, stagingBytes: Int? = nil, maxBatchBytes: Int? = 64 << 20,
+                maxBatchDelay: Duration = .zero, useIOURing: Bool = true,
+                logger: Logger = Logger(label: "signalwal"), metricsFactory: (any MetricsFactory)? = nil) {
         self.backend = backend
+        self.maxLiveBytes = maxLiveBytes
+        self.stagingBytes = stagingBytes
+        self.maxBatchBytes = maxBatchBytes
+        self.maxBatchDelay = maxBatchDelay
+        self.useIOURing = useIOURing
+        self.metricsFactory = metricsFactory
         self.segmentSize = segmentSize
         self.maxRecordSize = maxRecordSize
         self.spareSegments = spareSegments
@@ -125,8 +148,21 @@ public struct Configuration: Sendable {
 
     /// The record size limit in force.
     public var effectiveMaxRecordSize: Int { maxRecordSize ?? segmentSize / 4 }
-    /// The batch size limit in force (record spans of one `append(contentsOf:)`).
-    public var effectiveMaxBatchBytes: Int { maxBatchBytes ?? Format.maximumSegmentSize }
+    /// The batch size limit in force (record spans of one `append(contentsOf:)`): `maxBatchBytes`
+    /// (1 GiB when nil), and under `.uring` at most half the staging ring.
+    public var effectiveMaxBatchBytes: Int {
+        let configured = maxBatchBytes ?? Format.maximumSegmentSize
+        guard backend == .uring else { return configured }
+        return max(min(configured, effectiveStagingBytes / 2), Format.recordSpan(payloadLength: effectiveMaxRecordSize))
+    }
+    /// The smallest staging ring accepted: two of the largest records and two blocks.
+    public var minimumStagingBytes: Int {
+        (2 * Format.recordSpan(payloadLength: effectiveMaxRecordSize) + 2 * 4096 + 4095) / 4096 * 4096
+    }
+    /// The staging ring size in force (see ``stagingBytes``).
+    public var effectiveStagingBytes: Int {
+        stagingBytes.map { ($0 + 4095) / 4096 * 4096 } ?? max(16 << 20, minimumStagingBytes)
+    }
 
     func validate(directory: String) throws {
         func invalid(_ hint: String) -> WALError {
@@ -151,6 +187,12 @@ public struct Configuration: Sendable {
         }
         if let unit = directWriteUnit, unit < 512 || unit > 4096 || unit & (unit - 1) != 0 {
             throw invalid("directWriteUnit \(unit) must be a power of two from 512 to 4096.")
+        }
+        if let stagingBytes, stagingBytes < minimumStagingBytes || stagingBytes > 4 << 30 {
+            throw invalid("stagingBytes \(stagingBytes) is out of range: use \(minimumStagingBytes) (two of the largest records, \(effectiveMaxRecordSize) bytes, plus two blocks) to 4 GiB, or nil for the default.")
+        }
+        if let maxLiveBytes, maxLiveBytes < 2 * segmentSize {
+            throw invalid("maxLiveBytes \(maxLiveBytes) is below two segments (\(2 * segmentSize) bytes for \(segmentSize)-byte segments): raise it, lower segmentSize, or use nil for no bound.")
         }
         if let maxBatchBytes, maxBatchBytes < 4096 {
             throw invalid("maxBatchBytes \(maxBatchBytes) is below 4096: use at least one page, or nil for no limit.")

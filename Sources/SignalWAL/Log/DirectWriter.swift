@@ -64,6 +64,11 @@ final class DirectWriter: Sendable {
     /// bytes are in the ring). A flush asserts it never writes beyond it.
     private let stagedMirror: Atomic<UInt64>
 
+    /// Async appenders waiting for room, keyed by the aligned `onDisk` position they need
+    /// (``roomThreshold(upTo:)``); advanced after every flush, terminated by the committer on
+    /// failure and close.
+    let stagingWaiters = ProgressWaitlist()
+
     /// See ``Configuration/directWriteUnit`` (benchmarks only).
     let unitOverride: Int?
 
@@ -77,12 +82,6 @@ final class DirectWriter: Sendable {
         stagedMirror = Atomic(start)
     }
 
-    /// The staging capacity for a configuration: room for two of the largest records, and at
-    /// least 16 MiB so that a large batch does not wait for room.
-    static func capacity(maxRecordSize: Int) -> Int {
-        let twoRecords = 2 * Format.recordSpan(payloadLength: maxRecordSize) + 2 * 4096
-        return max(16 << 20, (twoRecords + 4095) / 4096 * 4096)
-    }
 
     /// The unit flushes write `file` in: the O_DIRECT alignment the kernel reports, raised to
     /// the device's physical block size, 512 to 4096; 4096 when neither is known.
@@ -186,6 +185,13 @@ final class DirectWriter: Sendable {
         fits(end, onDisk: onDiskMirror.load(ordering: .acquiring))
     }
 
+    /// The aligned `onDisk` position at which staging up to `end` has room (what an async
+    /// appender waits for in ``stagingWaiters``).
+    func roomThreshold(upTo end: UInt64) -> UInt64 {
+        let top = Self.alignUp(end)
+        return top > UInt64(ring.capacity) ? top - UInt64(ring.capacity) : 0
+    }
+
     /// Staging up to `end` leaves every block from the one holding `onDisk` untouched.
     private func fits(_ end: UInt64, onDisk: UInt64) -> Bool {
         Self.alignUp(end) - Self.alignDown(onDisk) <= UInt64(ring.capacity)
@@ -267,6 +273,7 @@ final class DirectWriter: Sendable {
             }
         }
         state.broadcast()
+        stagingWaiters.advance(to: Self.alignDown(onDiskMirror.load(ordering: .acquiring)))
     }
 
     /// Closes every placement's descriptor (at close, after the final flush).

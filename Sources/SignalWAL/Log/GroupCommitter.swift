@@ -60,6 +60,11 @@ final class GroupCommitter: Sendable {
     private let writtenBytes = Atomic<UInt64>(0)
     private let durableBytes = Atomic<UInt64>(0)
     let directory: String
+    /// Async appenders waiting for unflushed bytes to drain below `maxUnflushedBytes`, keyed by
+    /// the durable byte count they need.
+    let roomWaiters = ProgressWaitlist()
+    /// The staged backend's writer, whose room waiters this type terminates on failure and close.
+    private let direct: DirectWriter?
     private let state: ConditionLock<State>
     /// The flush thread waits on this for new work; nobody else does.
     private static let work = 0
@@ -79,6 +84,7 @@ final class GroupCommitter: Sendable {
         self.metrics = metrics
         scheduler = FlushScheduler(policy: policy, staged: direct != nil)
         flusher = direct.map { StagedFlusher(direct: $0) as any Flusher } ?? MappedFlusher()
+        self.direct = direct
         let parts = batchDelay.components
         batchDelayNanoseconds = Int(parts.seconds) * 1_000_000_000 + Int(parts.attoseconds / 1_000_000_000)
         // `.none` never flushes on its own schedule, so it has nothing to bound.
@@ -191,6 +197,30 @@ final class GroupCommitter: Sendable {
             value.failure ?? (value.stopped ? closedError() : nil)
         }
         if let failure { throw failure }
+    }
+
+    /// The non-blocking half of ``waitForRoom()``: nil when an appender may copy now; otherwise
+    /// it has asked for a flush and returns the durable byte count (``roomWaiters``' position)
+    /// at which there is room. Throws the sticky failure, or `closed`.
+    func roomNeeded() throws -> UInt64? {
+        guard let limit = maxUnflushedBytes else { return nil }
+        if writtenBytes.load(ordering: .acquiring) &- durableBytes.load(ordering: .acquiring) < limit { return nil }
+        let needed = try state.withLock { value throws -> UInt64? in
+            if let failure = value.failure { throw failure }
+            if value.stopped { throw closedError() }
+            guard value.written.bytes - value.durable.bytes >= limit else { return nil }
+            value.roomWanted = true
+            return value.written.bytes - limit + 1
+        }
+        if needed != nil { state.signal(Self.work) }
+        return needed
+    }
+
+    /// Resumes every async appender waiting for room, for good (after a failure, at stop):
+    /// they re-check and throw.
+    private func terminateRoomWaiters() {
+        roomWaiters.terminate()
+        direct?.stagingWaiters.terminate()
     }
 
     /// Blocks the calling thread until `lsn` is durable (or the flush failed, or the WAL closed).
@@ -327,6 +357,7 @@ final class GroupCommitter: Sendable {
         }
         signalParkers(&toWake)
         state.broadcast(Self.flushed)
+        terminateRoomWaiters()
         let error = failure ?? closedError()
         for waiter in waiters { waiter.continuation.resume(throwing: error) }
         for follower in followers { follower.continuation.resume(returning: false) }
@@ -375,7 +406,9 @@ final class GroupCommitter: Sendable {
         }
         signalParkers(&toWake)
         state.broadcast(Self.flushed)
+        roomWaiters.advance(to: durableBytes.load(ordering: .acquiring))
         if let failed {
+            terminateRoomWaiters()
             logger.critical("a flush failed; the WAL refuses appends until it is reopened", metadata: ["error": "\(failed)"])
         }
         for waiter in resume { waiter.continuation.resume() }

@@ -10,6 +10,7 @@
 final class MappedSegmentWriter: SegmentWriter {
     private(set) var active: Segment?
     private(set) var offset: Int
+    var streamPosition: UInt64? { nil }
     private let committer: GroupCommitter
     private let allocator: SegmentAllocator
     /// The offset at which the next window request goes to the allocator thread, and how far

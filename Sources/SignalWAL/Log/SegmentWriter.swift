@@ -27,6 +27,10 @@ protocol SegmentWriter: AnyObject {
     var active: Segment? { get }
     /// Where the next record goes in ``active``.
     var offset: Int { get }
+    /// The staged writer's stream position of ``offset`` (nil for the mapped writer, which has
+    /// no stream): with it the append path works out, before writing, how much staging room a
+    /// whole batch needs.
+    var streamPosition: UInt64? { get }
     /// Opens what writing `segment` needs.
     func prepare(_ segment: Segment) throws -> SpareSegment
     /// Hands the active segment to the flusher as sealed: no record goes to it after this.

@@ -10,6 +10,7 @@
 final class StagedSegmentWriter: SegmentWriter {
     private(set) var active: Segment?
     private(set) var offset: Int
+    var streamPosition: UInt64? { streamBase + UInt64(offset) }
     private let direct: DirectWriter
     private let committer: GroupCommitter
     /// The stream position of the active segment's offset 0.

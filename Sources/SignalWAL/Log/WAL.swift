@@ -1,20 +1,22 @@
 import Logging
 import Synchronization
 
-/// A write-ahead log in one directory of fixed-size, preallocated, memory-mapped segment files.
+/// A write-ahead log in one directory of fixed-size, preallocated segment files.
 ///
 /// ```swift
-/// let wal = try WAL.open(directory: ".wal/acceptor")
-/// let lsn = try wal.append(Array("hello".utf8))     // returns once durable (group commit)
-/// for record in wal.records(from: wal.checkpointLSN + 1) { handle(record) }
-/// try wal.checkpoint(upTo: lsn)                       // consumers are done up to here
-/// try wal.close()
+/// let wal = try await WAL.open(directory: ".wal/acceptor")
+/// let lsn = try await wal.append(Array("hello".utf8))   // returns once durable (group commit)
+/// for record in try wal.records(from: wal.checkpointLSN + 1) { handle(record) }  // visible now
+/// for try await record in wal.tail(from: lsn + 1, limit: 1) { handle(record) }   // follows
+/// try await wal.checkpoint(upTo: lsn)                     // consumers are done up to here
+/// try await wal.close()
 /// ```
 ///
-/// Appends are safe from any number of threads and tasks. The synchronous `append` blocks the
-/// calling thread until the record is durable under ``Configuration/durability``; the `async`
-/// form suspends instead. Readers only ever see records that are durable (under `.none`, that
-/// have been copied).
+/// Appends are safe from any number of threads and tasks. The `async` forms suspend and never
+/// block a thread of the cooperative pool (the append lock is held only for the copy; waits for
+/// staging room, spare segments and the flush are continuations); the synchronous forms block
+/// the calling thread and are unavailable from async code. Readers only ever see records that
+/// are durable (under `.none`, that have been copied), and never skip an LSN silently.
 public final class WAL: Sendable {
     /// Everything the append lock guards. The writer owns where records go; this owns the LSNs.
     struct AppendState {
@@ -57,6 +59,12 @@ public final class WAL: Sendable {
     private let checkpointGate = ConditionLock<Void>(())
     private let isClosed = Atomic<Bool>(false)
     let maxRecordSize: Int
+    /// See ``Configuration/maxLiveBytes``.
+    let maxLiveBytes: Int?
+    let backlog: BacklogTracker
+    /// The last time the filesystem gauges were read (monotonic nanoseconds), so refreshing
+    /// metrics after every checkpoint costs a `statvfs` at most once a second.
+    private let filesystemSampledAt = Atomic<Int>(0)
     /// The most record bytes one `append(contentsOf:)` may carry (``Configuration/maxBatchBytes``).
     let maxBatchBytes: Int
     /// Bound on records per `append(contentsOf:)` call, so one call cannot hold the append lock
@@ -71,6 +79,8 @@ public final class WAL: Sendable {
         self.recoveryReport = recovered.report
         self.maxRecordSize = configuration.effectiveMaxRecordSize
         self.maxBatchBytes = configuration.effectiveMaxBatchBytes
+        self.maxLiveBytes = configuration.maxLiveBytes
+        backlog = BacklogTracker(recoveredThrough: recovered.nextLSN - 1, checkpoint: recovered.checkpointLSN)
         // The recovered active segment, when it holds a record; an empty one is begun afresh
         // below, as if it were a spare.
         let activeInfo = recovered.segments.last
@@ -112,13 +122,33 @@ public final class WAL: Sendable {
         }
     }
 
-    /// Opens (creating if needed) the WAL in `directory` and recovers it.
+    /// Opens (creating if needed) the WAL in `directory` and recovers it, without blocking a
+    /// thread of the cooperative pool: the work (recovery reads every live segment) runs on a
+    /// Dispatch queue. See ``open(directory:configuration:)-(_,_)``.
+    public static func open(directory: String, configuration: Configuration = Configuration()) async throws -> WAL {
+        try await Offload.run { try openBlocking(directory: directory, configuration: configuration) }
+    }
+
+    /// Opens (creating if needed) the WAL in `directory` and recovers it, blocking the calling
+    /// thread.
     ///
     /// Creates missing directories (fsyncing each parent), takes an exclusive lock on
     /// `<directory>/.lock`, recovers (see ``RecoveryReport``) and starts the background segment
     /// allocator and committer. Throws ``WALError`` naming the path and the fix when the
-    /// directory cannot be used, another process holds it, or its files need a newer version.
+    /// directory cannot be used, another process holds it (``WALError/Kind/locked(pid:)``) or
+    /// this one does (``WALError/Kind/alreadyOpen``), its files need a newer version, the
+    /// process is out of descriptors (``WALError/Kind/tooManyOpenFiles``), or the filesystem
+    /// cannot hold the active segment and its spares (``WALError/Kind/outOfSpace``, naming both
+    /// numbers).
+    ///
+    /// The first append may wait for the first segment to be prepared (zero-filled): about a
+    /// segment's worth of sequential writes.
+    @available(*, noasync, message: "recovery blocks the thread: use the async WAL.open from tasks")
     public static func open(directory: String, configuration: Configuration = Configuration()) throws -> WAL {
+        try openBlocking(directory: directory, configuration: configuration)
+    }
+
+    private static func openBlocking(directory: String, configuration: Configuration) throws -> WAL {
         var path = directory.isEmpty ? "." : directory
         while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
         try configuration.validate(directory: path)
@@ -126,6 +156,7 @@ public final class WAL: Sendable {
         let lock = try DirectoryLock.acquire(directory: path)
         do {
             let recovered = try Recovery(directory: path, configuration: configuration).run()
+            try checkSpace(directory: path, configuration: configuration)
             // So that a checkpoint, the way a full WAL frees space, never needs a new block.
             if !FileSystem.kind(of: path + "/" + CheckpointFile.standbyName).exists {
                 CheckpointFile.prepareStandby(directory: path)
@@ -134,15 +165,35 @@ public final class WAL: Sendable {
             let wal = try WAL(directory: path, configuration: configuration, lock: lock, recovered: recovered, direct: direct)
             wal.allocator.start()
             wal.committer.start()
+            if let limit = configuration.maxLiveBytes { wal.metrics.maxLiveBytes.record(limit) }
+            wal.metrics.recoveryLostRecords.record(Int64(clamping: recovered.report.recordsLost))
+            wal.metrics.recoveryDamagedRanges.record(recovered.report.skippedRanges + recovered.report.quarantinedSegments.count)
+            wal.refreshMetrics()
             configuration.logger.info("opened WAL", metadata: [
                 "directory": "\(path)", "next_lsn": "\(recovered.nextLSN)", "checkpoint": "\(recovered.checkpointLSN)",
                 "segments": "\(recovered.segments.count)", "records_recovered": "\(recovered.report.recordsRecovered)",
-                "clean": "\(recovered.report.isClean)"])
+                "clean": "\(recovered.report.isClean)", "crash_leftovers": "\(recovered.report.crashLeftovers)"])
             return wal
         } catch {
             lock.release()
             throw error
         }
+    }
+
+    /// Refuses a configuration whose active segment and spares cannot fit: the free space plus
+    /// the segment files already here (which recycling reuses) must hold `1 + spareSegments`
+    /// segments. Otherwise every append would fail later, one failed preparation at a time.
+    private static func checkSpace(directory: String, configuration: Configuration) throws {
+        guard let usage = FileSystem.usage(directory) else { return }
+        let held = ((try? FileSystem.list(directory)) ?? []).filter { $0.hasPrefix("segment-") && $0.hasSuffix(".wal") }
+            .reduce(0) { total, name in total + ((try? OpenFile.open(directory + "/" + name, writable: false)).map { file in
+                defer { file.closeQuietly() }
+                return (try? file.size()) ?? 0
+            } ?? 0) }
+        let needed = configuration.segmentSize * (1 + configuration.spareSegments)
+        guard usage.available + held < needed else { return }
+        throw WALError(.outOfSpace, path: directory, operation: "open",
+                       hint: "The WAL needs \(needed) bytes for its active segment and \(configuration.spareSegments) spare(s) of \(configuration.segmentSize) bytes, but the filesystem has \(usage.available) bytes free (of \(usage.size)) and the WAL's segment files hold \(held): free space, use a smaller segmentSize or fewer spareSegments, or a larger filesystem.")
     }
 
     /// The io_uring backend's writer. An active segment that holds records is placed at stream
@@ -151,7 +202,7 @@ public final class WAL: Sendable {
     private static func stagedWriter(_ recovered: RecoveredState, configuration: Configuration, directory: String) throws -> DirectWriter {
         let offset = recovered.active != nil ? recovered.segments.last!.endOffset : 0
         let resumes = offset > Format.segmentHeaderBlock
-        let writer = try DirectWriter(directory: directory, capacity: DirectWriter.capacity(maxRecordSize: configuration.effectiveMaxRecordSize),
+        let writer = try DirectWriter(directory: directory, capacity: configuration.effectiveStagingBytes,
                                       start: resumes ? UInt64(offset) : 0, logger: configuration.logger,
                                       unitOverride: configuration.directWriteUnit)
         if let active = recovered.active, resumes {
@@ -166,64 +217,88 @@ public final class WAL: Sendable {
     }
 
     deinit {
-        if !isClosed.load(ordering: .acquiring) { try? close() }
+        if !isClosed.load(ordering: .acquiring) { try? closeBlocking() }
     }
 
     // MARK: Appending
 
     /// Appends one record and returns its LSN once it is durable under the configured policy.
-    /// Blocks the calling thread while it waits; use the `async` overload from tasks.
+    /// Blocks the calling thread while it waits (for staging room, a spare segment, the flush);
+    /// from a task use the `async` overload, which suspends instead.
+    @available(*, noasync, message: "blocks the thread until the record is durable: use the async append from tasks")
     @discardableResult
     public func append<Bytes: Collection>(_ payload: Bytes) throws -> LSN where Bytes.Element == UInt8 {
-        let lsn = try enqueue(payload)
+        let lsn = try copyInBlocking(SinglePayload(payload: payload)).lowerBound
         try waitUntilDurable(lsn)
         return lsn
     }
 
-    /// Appends one record and returns its LSN once it is durable under the configured policy,
-    /// suspending (not blocking a thread) while the flush runs.
+    /// Appends one record and returns its LSN once it is durable under the configured policy.
+    ///
+    /// Never blocks a thread: while staging room, a spare segment or unflushed room is lacking,
+    /// and while the flush runs, the task is suspended. The append lock is held only for the
+    /// copy. Cancelling the task before the record is copied throws `CancellationError` and
+    /// appends nothing; once it is copied the call waits for durability and returns its LSN.
+    /// Throws ``WALError/Kind/backlogFull(liveBytes:limit:)`` at once when the record would
+    /// need a segment beyond ``Configuration/maxLiveBytes``.
     @discardableResult
     public func append<Bytes: Collection>(_ payload: Bytes) async throws -> LSN where Bytes.Element == UInt8 {
-        let lsn = try enqueue(payload)
+        let lsn = try await copyInSuspending(SinglePayload(payload: payload)).lowerBound
         try await waitUntilDurable(lsn)
         return lsn
     }
 
     /// Appends records with consecutive LSNs as one batch and returns their range once the last
-    /// is durable under the configured policy.
+    /// is durable under the configured policy. Blocks the calling thread; see the `async` form.
     ///
     /// The batch is all or none, across crashes too: readers see none of it until all of it is
     /// visible, and recovery drops a batch whose last record did not reach the disk. At most
-    /// ``maxBatchCount`` records and ``Configuration/maxBatchBytes`` bytes (record spans).
+    /// ``maxBatchCount`` records and ``Configuration/effectiveMaxBatchBytes`` bytes (record spans).
+    @available(*, noasync, message: "blocks the thread until the batch is durable: use the async append(contentsOf:) from tasks")
     @discardableResult
     public func append<Bytes: Collection>(contentsOf payloads: [Bytes]) throws -> ClosedRange<LSN> where Bytes.Element == UInt8 {
-        let range = try enqueue(contentsOf: payloads)
+        let range = try copyInBlocking(PayloadArray(payloads: payloads))
         try waitUntilDurable(range.upperBound)
         return range
     }
 
-    /// The `async` form of ``append(contentsOf:)-(_)``: suspends instead of blocking while the
-    /// flush runs.
+    /// The `async` form of ``append(contentsOf:)-(_)``: suspends, never blocks, as
+    /// ``append(_:)-(_)`` does.
     @discardableResult
     public func append<Bytes: Collection>(contentsOf payloads: [Bytes]) async throws -> ClosedRange<LSN> where Bytes.Element == UInt8 {
-        let range = try enqueue(contentsOf: payloads)
+        let range = try await copyInSuspending(PayloadArray(payloads: payloads))
         try await waitUntilDurable(range.upperBound)
         return range
     }
 
     /// Copies a record into the log and returns its LSN without waiting for it to be durable.
-    /// Pair with ``waitUntilDurable(_:)``; nothing is acknowledged until that returns.
+    /// Pair with ``waitUntilDurable(_:)``; nothing is acknowledged until that returns. May block
+    /// while room or a spare segment is lacking.
+    @available(*, noasync, message: "may block for room or a spare segment: use enqueue(_:) async from tasks")
     public func enqueue<Bytes: Collection>(_ payload: Bytes) throws -> LSN where Bytes.Element == UInt8 {
-        try copyIn(SinglePayload(payload: payload)).lowerBound
+        try copyInBlocking(SinglePayload(payload: payload)).lowerBound
     }
 
-    /// Copies a batch of records with consecutive LSNs, all or none, without waiting.
+    /// The `async` form of ``enqueue(_:)-(_)``: suspends while room or a spare is lacking.
+    public func enqueue<Bytes: Collection>(_ payload: Bytes) async throws -> LSN where Bytes.Element == UInt8 {
+        try await copyInSuspending(SinglePayload(payload: payload)).lowerBound
+    }
+
+    /// Copies a batch of records with consecutive LSNs, all or none, without waiting for it to
+    /// be durable.
+    @available(*, noasync, message: "may block for room or a spare segment: use enqueue(contentsOf:) async from tasks")
     public func enqueue<Bytes: Collection>(contentsOf payloads: [Bytes]) throws -> ClosedRange<LSN> where Bytes.Element == UInt8 {
-        try copyIn(PayloadArray(payloads: payloads))
+        try copyInBlocking(PayloadArray(payloads: payloads))
+    }
+
+    /// The `async` form of ``enqueue(contentsOf:)-(_)``.
+    public func enqueue<Bytes: Collection>(contentsOf payloads: [Bytes]) async throws -> ClosedRange<LSN> where Bytes.Element == UInt8 {
+        try await copyInSuspending(PayloadArray(payloads: payloads))
     }
 
     /// Blocks until `lsn` is durable under the configured policy (at once for `.interval` and
     /// `.none`, which acknowledge after the copy).
+    @available(*, noasync, message: "blocks the thread: use the async waitUntilDurable(_:) from tasks")
     public func waitUntilDurable(_ lsn: LSN) throws {
         guard configuration.durability == .groupCommit else { return }
         try committer.waitDurable(lsn)
@@ -235,50 +310,152 @@ public final class WAL: Sendable {
         try await committer.durable(lsn)
     }
 
-    /// The append path, the same for both backends: check the batch, reserve the segments it
-    /// needs (prepared for writing) before any byte is written, then for each record seal and
-    /// begin segments as needed and write it, and publish the end of the batch.
-    private func copyIn<Source: PayloadSource>(_ batch: Source) throws -> ClosedRange<LSN> {
+    /// The sizes and CRCs of a batch, worked out outside the append lock.
+    struct CheckedBatch {
+        var single: (crc: UInt32, length: Int) = (0, 0)
+        var records: [(crc: UInt32, length: Int)] = []
+        var count = 0
+        var payloadBytes = 0
+        var batchBytes = 0
+        func record(_ index: Int) -> (crc: UInt32, length: Int) { count == 1 ? single : records[index] }
+        func span(_ index: Int) -> Int { Format.recordSpan(payloadLength: record(index).length) }
+    }
+
+    /// What one try at copying a batch did: copied it, or found something lacking and wrote
+    /// nothing.
+    enum CopyOutcome {
+        case copied(ClosedRange<LSN>)
+        /// The staging ring has no room up to stream position `end` yet (a flush was asked for).
+        case needsRoom(end: UInt64)
+        /// Spare segments are being prepared; wait past `events`, then try again with
+        /// `failures` (see ``SegmentAllocator/takeSpares(_:waitedSince:)``).
+        case needsSpares(events: UInt64, failures: Int)
+    }
+
+    /// The blocking append path: tries the copy, and while something is lacking blocks this
+    /// thread until it may be there, then tries again.
+    private func copyInBlocking<Source: PayloadSource>(_ batch: Source) throws -> ClosedRange<LSN> {
+        let checked = try check(batch)
+        var waitedSince: Int? = nil
+        while true {
+            // Bounded unflushed data: wait (and ask for a flush) before copying more.
+            try committer.waitForRoom()
+            switch try tryCopy(batch, checked, waitedSince: waitedSince) {
+            case .copied(let range):
+                return range
+            case .needsRoom(let end):
+                try direct!.waitForRoom(end: end) { committer.requestFlush() }
+            case .needsSpares(let events, let failures):
+                waitedSince = failures
+                allocator.waitForEvent(after: events)
+            }
+        }
+    }
+
+    /// The async append path: the same tries, suspending on the waitlists in between, so no
+    /// thread of the cooperative pool is ever blocked waiting.
+    private func copyInSuspending<Source: PayloadSource>(_ batch: Source) async throws -> ClosedRange<LSN> {
+        let checked = try check(batch)
+        var waitedSince: Int? = nil
+        while true {
+            try Task.checkCancellation()
+            if let needed = try committer.roomNeeded() {
+                await committer.roomWaiters.wait(until: needed)
+                continue
+            }
+            switch try tryCopy(batch, checked, waitedSince: waitedSince) {
+            case .copied(let range):
+                return range
+            case .needsRoom(let end):
+                if let failure = committer.requestFlush() { throw failure }
+                await direct!.stagingWaiters.wait(until: direct!.roomThreshold(upTo: end))
+            case .needsSpares(let events, let failures):
+                waitedSince = failures
+                await allocator.spareWaiters.wait(until: events + 1)
+            }
+        }
+    }
+
+    /// Checks a batch before anything is written: count, sizes, then the payload CRCs.
+    private func check<Source: PayloadSource>(_ batch: Source) throws -> CheckedBatch {
         let count = batch.count
         guard count > 0, count <= WAL.maxBatchCount else {
             throw WALError(.invalidArgument, path: directory, operation: "append",
-                           hint: "A batch must hold 1 to \(WAL.maxBatchCount) records; this one has \(count). Split it.")
+                           hint: count == 0 ? "The batch is empty: pass at least one record."
+                                : "A batch may hold at most \(WAL.maxBatchCount) records; this one has \(count). Split it.")
         }
-        // Check before writing: sizes, then the payload CRCs, outside the lock.
-        var single: (crc: UInt32, length: Int) = (0, 0)
-        var records: [(crc: UInt32, length: Int)] = []
-        if count > 1 { records.reserveCapacity(count) }
-        var payloadBytes = 0
-        var batchBytes = 0
+        var checked = CheckedBatch()
+        checked.count = count
+        if count > 1 { checked.records.reserveCapacity(count) }
         for index in 0..<count {
-            let checked = try batch.with(index) { bytes -> (crc: UInt32, length: Int) in
+            let record = try batch.with(index) { bytes -> (crc: UInt32, length: Int) in
                 guard bytes.count <= maxRecordSize else {
                     throw WALError(.recordTooLarge(size: bytes.count, limit: maxRecordSize), path: directory, operation: "append",
                                    hint: "Record \(index) of the batch is \(bytes.count) bytes; the limit is \(maxRecordSize) bytes (maxRecordSize, at most a quarter of the \(configuration.segmentSize)-byte segment by default). Split the record or raise maxRecordSize.")
                 }
                 return (CRC32C.checksum(bytes), bytes.count)
             }
-            payloadBytes += checked.length
-            batchBytes += Format.recordSpan(payloadLength: checked.length)
-            if count == 1 { single = checked } else { records.append(checked) }
+            checked.payloadBytes += record.length
+            checked.batchBytes += Format.recordSpan(payloadLength: record.length)
+            if count == 1 { checked.single = record } else { checked.records.append(record) }
         }
-        guard batchBytes <= maxBatchBytes else {
+        guard checked.batchBytes <= maxBatchBytes else {
             throw WALError(.invalidArgument, path: directory, operation: "append",
-                           hint: "The batch is \(batchBytes) bytes (\(count) records with their headers); a batch may be at most \(maxBatchBytes) bytes (maxBatchBytes). Split it.")
+                           hint: "The batch is \(checked.batchBytes) bytes (\(count) records with their headers); a batch may be at most \(maxBatchBytes) bytes (maxBatchBytes\(configuration.backend == .uring ? ", and half the staging ring" : "")). Split it.")
         }
-        func record(_ index: Int) -> (crc: UInt32, length: Int) { count == 1 ? single : records[index] }
-        // Bounded unflushed data: wait (and ask for a flush) before copying more.
-        try committer.waitForRoom()
-        let end = try appendState.withLock { state throws -> (range: ClosedRange<LSN>, end: LogEnd) in
+        return checked
+    }
+
+    /// One try at the append path, the same for both backends, under the append lock. First,
+    /// before any byte is written: work out where the batch goes, refuse it when it would
+    /// exceed ``Configuration/maxLiveBytes``, and check that the staging ring has room for all
+    /// of it and that the spare segments it needs are prepared, taking them; when either is
+    /// lacking, return what to wait for, having written nothing. Then, for each record, seal
+    /// and begin segments as needed and write it; publish the end of the batch.
+    private func tryCopy<Source: PayloadSource>(_ batch: Source, _ checked: CheckedBatch, waitedSince: Int?) throws -> CopyOutcome {
+        let count = checked.count
+        let result = try appendState.withLock { state throws -> (outcome: CopyOutcome, end: LogEnd?) in
             guard !state.closed else { throw closedError(operation: "append") }
             if let failure = committer.failure { throw failure }
             let writer = state.writer
-            var spares = try reserveSpares(for: count, writer: writer) { Format.recordSpan(payloadLength: record($0).length) }
+            let layout = plan(checked, writer: writer)
+            if layout.segments > 0, let limit = maxLiveBytes {
+                let live = liveBytes
+                if live + layout.segments * configuration.segmentSize > limit {
+                    metrics.backlogFullErrors.increment()
+                    throw WALError(.backlogFull(liveBytes: live, limit: limit), path: directory, operation: "append",
+                                   hint: "The WAL holds \(live) bytes of live segments and this append needs \(layout.segments) more \(configuration.segmentSize)-byte segment(s), past maxLiveBytes (\(limit)): consumers are behind. Retry after they checkpoint (answer 503 or 429 with Retry-After), or raise maxLiveBytes.")
+                }
+            }
+            if let end = layout.streamEnd, let direct, !direct.hasRoom(upTo: end) {
+                guard direct.roomThreshold(upTo: end) <= DirectWriter.alignDown(writer.streamPosition ?? 0) else {
+                    throw WALError(.invalidArgument, path: directory, operation: "append",
+                                   hint: "The batch needs \(end - (writer.streamPosition ?? 0)) bytes of staging, more than the \(direct.ring.capacity)-byte staging ring can ever hold at once: split it, or raise stagingBytes.")
+                }
+                // Let the committer flush everything staged so far (whole batches only).
+                committer.noteWritten(state.end, stagedTo: direct.stagedTo)
+                return (.needsRoom(end: end), nil)
+            }
+            var spares: [SpareSegment] = []
+            switch allocator.takeSpares(layout.segments, waitedSince: waitedSince) {
+            case .pending(let events, let failures):
+                return (.needsSpares(events: events, failures: failures), nil)
+            case .failed(let error):
+                if error.kind == .outOfSpace { metrics.outOfSpaceErrors.increment() }
+                throw error
+            case .ready(let segments):
+                do {
+                    for segment in segments { spares.append(try writer.prepare(segment)) }
+                } catch {
+                    allocator.giveBack(segments)
+                    throw error
+                }
+            }
             let first = state.nextLSN
             var bytes = state.end.bytes
             do {
                 for index in 0..<count {
-                    let (crc, length) = record(index)
+                    let (crc, length) = checked.record(index)
                     let span = Format.recordSpan(payloadLength: length)
                     if writer.active.map({ writer.offset + span > $0.size }) ?? true {
                         sealInCatalog(writer, lastLSN: state.nextLSN - 1)
@@ -306,44 +483,41 @@ public final class WAL: Sendable {
             precondition(spares.isEmpty, "batch layout and segment switches disagree")
             writer.finishBatch()
             state.end = writer.end(lsn: state.nextLSN - 1, bytes: bytes)
-            return (first...(state.nextLSN - 1), state.end)
+            return (.copied(first...(state.nextLSN - 1)), state.end)
+        }
+        guard case .copied(let range) = result.outcome, let end = result.end else {
+            if case .needsRoom = result.outcome, let failure = committer.requestFlush() { throw failure }
+            return result.outcome
         }
         // Outside the append lock, so appenders do not queue behind the committer's lock.
-        committer.noteWritten(end.end)
+        committer.noteWritten(end)
+        backlog.noteAppended(range.upperBound)
         metrics.recordsAppended.increment(by: count)
-        metrics.bytesAppended.increment(by: payloadBytes)
-        return end.range
+        metrics.bytesAppended.increment(by: checked.payloadBytes)
+        return .copied(range)
     }
 
-    /// The segments a batch of `count` records needs beyond the active one, taken from the
-    /// allocator and prepared for writing, so a full disk fails the batch before any byte of it
-    /// is written.
-    private func reserveSpares(for count: Int, writer: any SegmentWriter, span: (Int) -> Int) throws -> [SpareSegment] {
-        var spares: [SpareSegment] = []
-        var probe = writer.active == nil ? nil : writer.offset
-        var probeSize = writer.active?.size ?? 0
-        do {
-            for index in 0..<count {
-                let span = span(index)
-                if probe.map({ $0 + span > probeSize }) ?? true {
-                    let segment = try allocator.takeSpare()
-                    do {
-                        spares.append(try writer.prepare(segment))
-                    } catch {
-                        allocator.giveBack([segment])
-                        throw error
-                    }
-                    probe = Format.segmentHeaderBlock
-                    probeSize = segment.size
-                }
-                probe! += span
+    /// Where a batch goes: how many new segments it begins, and (staged writer) the stream
+    /// position just past it. Every spare is `segmentSize` bytes (the allocator recycles only
+    /// files of that size).
+    private func plan(_ checked: CheckedBatch, writer: any SegmentWriter) -> (segments: Int, streamEnd: UInt64?) {
+        var segments = 0
+        var offset = writer.active == nil ? nil : writer.offset
+        var size = writer.active?.size ?? 0
+        var stream = writer.streamPosition
+        for index in 0..<checked.count {
+            let span = checked.span(index)
+            if offset.map({ $0 + span > size }) ?? true {
+                segments += 1
+                offset = Format.segmentHeaderBlock
+                size = configuration.segmentSize
+                // A segment starts at an aligned stream position, its header block first.
+                stream = stream.map { DirectWriter.alignUp($0) + UInt64(Format.segmentHeaderBlock) }
             }
-        } catch {
-            allocator.giveBack(spares.map(\.segment))
-            if (error as? WALError)?.kind == .outOfSpace { metrics.outOfSpaceErrors.increment() }
-            throw error
+            offset! += span
+            stream = stream.map { $0 + UInt64(span) }
         }
-        return spares
+        return (segments, stream)
     }
 
     /// Records the end of the active segment, about to be sealed, in the catalog: readers read
@@ -360,10 +534,13 @@ public final class WAL: Sendable {
     }
 
     private func beginInCatalog(_ segment: Segment, firstLSN: LSN) {
-        catalog.withLock { catalog in
+        let (count, bytes) = catalog.withLock { catalog -> (Int, Int) in
             catalog.segments.append(SegmentInfo(sequence: segment.sequence, path: segment.path, epoch: segment.epoch, size: segment.size,
                                                 firstLSN: firstLSN, lastLSN: 0, endOffset: Format.segmentHeaderBlock))
+            return (catalog.segments.count, catalog.segments.reduce(0) { $0 + $1.size })
         }
+        metrics.liveSegments.record(count)
+        metrics.liveBytes.record(bytes)
     }
 
     // MARK: State
@@ -381,6 +558,78 @@ public final class WAL: Sendable {
     public var liveSegmentPaths: [String] { catalog.withLock { $0.segments.map(\.path) } }
     /// Flushes done since open.
     public var flushCount: Int { committer.statistics.flushes }
+    /// The lowest LSN a reader can still get: the first record of the oldest live segment
+    /// (checkpointed records stay readable until their segment is released). ``nextLSN`` when
+    /// the log holds no record. Reading from below it throws ``WALError/Kind/gap(missing:)``.
+    public var oldestLSN: LSN {
+        let oldest = catalog.withLock { $0.segments.first(where: { $0.firstLSN != 0 })?.firstLSN }
+        return oldest.map { min($0, nextLSN) } ?? nextLSN
+    }
+    /// The sticky failure that stopped this WAL (a failed flush, ``WALError/Kind/flushFailed``),
+    /// or nil while it is healthy. Once set, appends and tailing readers throw it; reopen the
+    /// directory to go on (recovery keeps what is on disk).
+    public var failure: WALError? { committer.failure }
+    /// Bytes of live segments (see ``Configuration/maxLiveBytes``).
+    public var liveBytes: Int { catalog.withLock { $0.segments.reduce(0) { $0 + $1.size } } }
+
+    /// How far consumers are behind, and how fast they catch up: what a service needs for its
+    /// gauges and to answer `Retry-After` when appends fail with
+    /// ``WALError/Kind/backlogFull(liveBytes:limit:)``.
+    public struct Backlog: Sendable, Equatable {
+        /// Records after the checkpoint (`nextLSN - 1 - checkpointLSN`).
+        public var records: UInt64
+        /// Segments holding them, the active one included, and their bytes.
+        public var liveSegments: Int
+        public var liveBytes: Int
+        /// ``Configuration/maxLiveBytes``.
+        public var limit: Int?
+        /// Seconds since the oldest record after the checkpoint was appended (to within a
+        /// millisecond; records recovered at open count from the open). 0 when there is none.
+        public var oldestRecordAge: Double
+        /// Records checkpointed per second over the last 30 seconds, or nil before there are
+        /// two checkpoints in that window.
+        public var checkpointRate: Double?
+
+        /// A `Retry-After` for an append refused for backlog: the time the measured checkpoint
+        /// rate takes to free one segment (records per live segment over the rate), from 1 to
+        /// 60 seconds; 5 seconds when no rate is known yet.
+        public var suggestedRetryAfter: Duration {
+            guard let rate = checkpointRate, rate > 0, liveSegments > 0 else { return .seconds(5) }
+            let perSegment = Double(records) / Double(liveSegments)
+            let seconds = (perSegment / rate).rounded(.up)
+            return .seconds(Int(min(60, max(1, seconds.isFinite ? seconds : 60))))
+        }
+    }
+
+    public var backlogStatus: Backlog {
+        let next = nextLSN
+        let (checkpoint, segments, bytes) = catalog.withLock { catalog in
+            (catalog.checkpoint, catalog.segments.count, catalog.segments.reduce(0) { $0 + $1.size })
+        }
+        return Backlog(records: next - 1 > checkpoint ? next - 1 - checkpoint : 0, liveSegments: segments, liveBytes: bytes,
+                       limit: maxLiveBytes, oldestRecordAge: backlog.oldestUnprocessedAge(checkpoint: checkpoint, next: next),
+                       checkpointRate: backlog.checkpointRate())
+    }
+
+    /// Records the gauges (live segments and bytes, backlog, oldest record's age, the
+    /// filesystem's used and total bytes; see `WALMetrics`) now. The WAL records them after
+    /// each checkpoint; a service calls this before each scrape so that ages stay current
+    /// while nothing is checkpointed.
+    public func refreshMetrics() {
+        let status = backlogStatus
+        metrics.liveSegments.record(status.liveSegments)
+        metrics.liveBytes.record(status.liveBytes)
+        metrics.backlogRecords.record(Int64(clamping: status.records))
+        metrics.oldestRecordAge.record(status.oldestRecordAge)
+        metrics.failed.record(failure == nil ? 0 : 1)
+        let now = BacklogTracker.now()
+        let last = filesystemSampledAt.load(ordering: .relaxed)
+        if now - last >= 1_000_000_000, filesystemSampledAt.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged,
+           let usage = FileSystem.usage(directory) {
+            metrics.filesystemUsed.record(usage.used)
+            metrics.filesystemSize.record(usage.size)
+        }
+    }
 
     /// Counters since open, for benchmarks and metrics.
     public struct Statistics: Sendable, Equatable {
@@ -402,21 +651,43 @@ public final class WAL: Sendable {
 
     // MARK: Checkpoint
 
-    /// Records that consumers have processed every record up to and including `lsn`.
+    /// Records that consumers have processed every record up to and including `lsn`, and
+    /// returns the checkpoint in force after the call.
     ///
     /// The checkpoint is written atomically (temporary file, fsync, rename, fsync of the
-    /// directory) before any segment is released. Segments whose records are all at or below
-    /// it are then reused for new records or deleted. Lower values than the current checkpoint
-    /// are ignored. Throws when `lsn` is beyond what readers can see.
-    public func checkpoint(upTo lsn: LSN) throws {
+    /// directory) before any segment is released; segments whose records are all at or below
+    /// it are then reused for new records or deleted. A value at or below the current
+    /// checkpoint (a repeat, or a consumer behind another) changes nothing and returns the
+    /// current one, which is higher: compare the result to see. Throws
+    /// ``WALError/Kind/invalidArgument`` when `lsn` is beyond what readers can see, and
+    /// `closed` after ``close()``. Costs a few fsyncs: blocks the calling thread; from a task
+    /// use the `async` form.
+    @available(*, noasync, message: "does fsyncs on the calling thread: use the async checkpoint(upTo:) from tasks")
+    @discardableResult
+    public func checkpoint(upTo lsn: LSN) throws -> LSN {
+        try checkpointBlocking(lsn)
+    }
+
+    /// The `async` form of ``checkpoint(upTo:)-(_)``: the fsyncs run on a Dispatch queue, not a
+    /// thread of the cooperative pool.
+    @discardableResult
+    public func checkpoint(upTo lsn: LSN) async throws -> LSN {
+        try ensureOpen(operation: "checkpoint")
+        // The cheap answers without a thread hop.
+        if lsn <= checkpointLSN { return checkpointLSN }
+        return try await Offload.run { try self.checkpointBlocking(lsn) }
+    }
+
+    private func checkpointBlocking(_ lsn: LSN) throws -> LSN {
         try ensureOpen(operation: "checkpoint")
         let visible = committer.visible.lsn
         guard lsn <= visible else {
             throw WALError(.invalidArgument, path: directory, operation: "checkpoint",
                            hint: "Cannot checkpoint up to LSN \(lsn): only records up to \(visible) are durable. Checkpoint only what consumers have read.")
         }
-        try checkpointGate.withLock { _ in
-            guard lsn > checkpointLSN else { return }
+        let effective = try checkpointGate.withLock { _ -> LSN in
+            let current = checkpointLSN
+            guard lsn > current else { return current }
             try CheckpointFile.store(lsn, floor: catalog.withLock { $0.lsnFloor }, directory: directory)
             let freed = catalog.withLock { catalog -> [String] in
                 catalog.checkpoint = lsn
@@ -430,15 +701,31 @@ public final class WAL: Sendable {
                 catalog.segments.removeFirst(count)
                 return paths
             }
+            backlog.noteCheckpoint(lsn)
             allocator.addReusable(freed)
+            return lsn
         }
+        refreshMetrics()
+        return effective
     }
 
     // MARK: Closing
 
+    /// The `async` form of ``close()-(_)``: the final flush and the joins run on a Dispatch
+    /// queue, not a thread of the cooperative pool.
+    public func close() async throws {
+        try await Offload.run { try self.closeBlocking() }
+    }
+
     /// Flushes everything appended, stops the background threads, and releases the lock.
-    /// Later calls on this WAL throw ``WALError/Kind/closed``. Closing twice is harmless.
+    /// Later calls on this WAL throw ``WALError/Kind/closed``; tailing readers throw it too.
+    /// Closing twice is harmless. Blocks the calling thread for the final flush.
+    @available(*, noasync, message: "blocks for the final flush: use the async close() from tasks")
     public func close() throws {
+        try closeBlocking()
+    }
+
+    private func closeBlocking() throws {
         guard !isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let writer = appendState.withLock { state -> any SegmentWriter in
             state.closed = true

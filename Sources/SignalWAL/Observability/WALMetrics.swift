@@ -16,6 +16,19 @@ import CoreMetrics
 /// | `signalwal_segments_allocated_total` | counter | new segments prepared |
 /// | `signalwal_segments_recycled_total` | counter | segments reused from below the checkpoint |
 /// | `signalwal_out_of_space_errors_total` | counter | appends refused with `outOfSpace` |
+/// | `signalwal_backlog_full_errors_total` | counter | appends refused with `backlogFull` (past `maxLiveBytes`) |
+/// | `signalwal_live_segments` | gauge | segments holding records after the checkpoint, plus the active one |
+/// | `signalwal_live_bytes` | gauge | their bytes (what `maxLiveBytes` bounds) |
+/// | `signalwal_max_live_bytes` | gauge | `maxLiveBytes` (absent when unbounded) |
+/// | `signalwal_backlog_records` | gauge | records after the checkpoint |
+/// | `signalwal_oldest_unprocessed_age_seconds` | gauge | age of the oldest record after the checkpoint |
+/// | `signalwal_filesystem_used_bytes` | gauge | bytes used on the WAL directory's filesystem (size minus free) |
+/// | `signalwal_filesystem_size_bytes` | gauge | size of that filesystem |
+/// | `signalwal_recovery_lost_records` | gauge | records the last open's recovery found lost to damage |
+/// | `signalwal_recovery_damaged_ranges` | gauge | damaged stretches it skipped or quarantined (crash leftovers excluded) |
+/// | `signalwal_failed` | gauge | 1 once a flush failed (the WAL refuses appends until reopened), else 0 |
+///
+/// The gauges are recorded at open, after each checkpoint and on ``WAL/refreshMetrics()``.
 final class WALMetrics: Sendable {
     let recordsAppended: Counter
     let bytesAppended: Counter
@@ -27,6 +40,17 @@ final class WALMetrics: Sendable {
     let segmentsAllocated: Counter
     let segmentsRecycled: Counter
     let outOfSpaceErrors: Counter
+    let backlogFullErrors: Counter
+    let liveSegments: Gauge
+    let liveBytes: Gauge
+    let maxLiveBytes: Gauge
+    let backlogRecords: Gauge
+    let oldestRecordAge: Gauge
+    let filesystemUsed: Gauge
+    let filesystemSize: Gauge
+    let recoveryLostRecords: Gauge
+    let recoveryDamagedRanges: Gauge
+    let failed: Gauge
 
     init(directory: String, factory: (any MetricsFactory)?) {
         let dimensions = [("wal", directory)]
@@ -41,5 +65,16 @@ final class WALMetrics: Sendable {
         segmentsAllocated = Counter(label: "signalwal_segments_allocated_total", dimensions: dimensions, factory: factory)
         segmentsRecycled = Counter(label: "signalwal_segments_recycled_total", dimensions: dimensions, factory: factory)
         outOfSpaceErrors = Counter(label: "signalwal_out_of_space_errors_total", dimensions: dimensions, factory: factory)
+        backlogFullErrors = Counter(label: "signalwal_backlog_full_errors_total", dimensions: dimensions, factory: factory)
+        liveSegments = Gauge(label: "signalwal_live_segments", dimensions: dimensions, factory: factory)
+        liveBytes = Gauge(label: "signalwal_live_bytes", dimensions: dimensions, factory: factory)
+        maxLiveBytes = Gauge(label: "signalwal_max_live_bytes", dimensions: dimensions, factory: factory)
+        backlogRecords = Gauge(label: "signalwal_backlog_records", dimensions: dimensions, factory: factory)
+        oldestRecordAge = Gauge(label: "signalwal_oldest_unprocessed_age_seconds", dimensions: dimensions, factory: factory)
+        filesystemUsed = Gauge(label: "signalwal_filesystem_used_bytes", dimensions: dimensions, factory: factory)
+        filesystemSize = Gauge(label: "signalwal_filesystem_size_bytes", dimensions: dimensions, factory: factory)
+        recoveryLostRecords = Gauge(label: "signalwal_recovery_lost_records", dimensions: dimensions, factory: factory)
+        recoveryDamagedRanges = Gauge(label: "signalwal_recovery_damaged_ranges", dimensions: dimensions, factory: factory)
+        failed = Gauge(label: "signalwal_failed", dimensions: dimensions, factory: factory)
     }
 }

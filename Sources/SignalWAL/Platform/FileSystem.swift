@@ -75,6 +75,15 @@ enum FileSystem {
         return names
     }
 
+    /// The size of the filesystem holding `path`, the bytes in use on it (size minus free, as
+    /// `df` and node_exporter count them), and the bytes available to this process.
+    static func usage(_ path: String) -> (size: Int, used: Int, available: Int)? {
+        var st = statvfs()
+        guard statvfs(path, &st) == 0 else { return nil }
+        let unit = Int(st.f_frsize)
+        return (Int(st.f_blocks) * unit, Int(st.f_blocks - st.f_bfree) * unit, Int(st.f_bavail) * unit)
+    }
+
     /// Bytes available to this process on the filesystem holding `path`.
     static func freeBytes(_ path: String) -> Int? {
         var st = statvfs()

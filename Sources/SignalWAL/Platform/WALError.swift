@@ -18,6 +18,19 @@ public struct WALError: Error, Sendable, CustomStringConvertible, Equatable {
         case outOfSpace
         /// Another process holds the WAL directory's lock; `pid` is the holder if known.
         case locked(pid: Int32?)
+        /// This process already has the directory open as a ``WAL``: use that instance (or close
+        /// it first). Not retryable: waiting does not release it.
+        case alreadyOpen
+        /// The process (EMFILE) or the system (ENFILE) is out of file descriptors. Each open WAL
+        /// holds a few (see the README); raise `ulimit -n`, or close WALs.
+        case tooManyOpenFiles
+        /// The live segments would exceed ``Configuration/maxLiveBytes``: consumers are behind.
+        /// Retry after they checkpoint; ``WAL/drainRate`` helps say when.
+        case backlogFull(liveBytes: Int, limit: Int)
+        /// LSNs a reader asked for are not in the log: `missing` were checkpointed and released
+        /// (below ``WAL/oldestLSN``, or recycled while the reader was behind), or lost to damage
+        /// recovery reported. The hint says which. Read on from `missing.upperBound + 1`.
+        case gap(missing: ClosedRange<LSN>)
         /// A record is larger than ``Configuration/maxRecordSize``.
         case recordTooLarge(size: Int, limit: Int)
         /// The WAL was closed; reopen it.
@@ -58,7 +71,7 @@ public struct WALError: Error, Sendable, CustomStringConvertible, Equatable {
     /// Whether retrying the same call later can succeed without reopening the WAL.
     public var isRetryable: Bool {
         switch kind {
-        case .outOfSpace, .locked: return true
+        case .outOfSpace, .locked, .backlogFull, .tooManyOpenFiles: return true
         default: return false
         }
     }
@@ -86,6 +99,11 @@ public struct WALError: Error, Sendable, CustomStringConvertible, Equatable {
         case ENOENT:
             return WALError(.notFound, path: path, operation: operation.rawValue, errno: code,
                             hint: "The path does not exist: check the spelling, or let SignalWAL create it by opening its parent path.")
+        case EMFILE, ENFILE:
+            return WALError(.tooManyOpenFiles, path: path, operation: operation.rawValue, errno: code,
+                            hint: code == EMFILE
+                                ? "This process has used up its file descriptors: raise the limit (ulimit -n, or LimitNOFILE= in the systemd unit; each open WAL holds about 6) or close WALs it no longer needs."
+                                : "The system's file table is full (fs.file-max): close files elsewhere or raise fs.file-max.")
         case EIO:
             return WALError(.io, path: path, operation: operation.rawValue, errno: code,
                             hint: "The storage device reported an I/O error: check the kernel log (dmesg) and the disk's health.")

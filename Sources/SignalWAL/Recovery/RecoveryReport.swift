@@ -75,6 +75,15 @@ public struct RecoveryReport: Sendable, Equatable {
     }
     /// Incomplete batches dropped from the end of the log.
     public var incompleteBatches: Int { damage.filter { $0.kind == .incompleteBatch }.count }
-    /// True when nothing was damaged, truncated or quarantined.
-    public var isClean: Bool { damage.isEmpty && quarantinedSegments.isEmpty && checkpointProblem == nil }
+    /// Torn tails and incomplete batches: what a crash (kill -9, power cut) leaves routinely,
+    /// never holding an acknowledged record. Expected after any crash; not damage.
+    public var crashLeftovers: Int { damage.filter(\.isCrashLeftover).count }
+    /// True when recovery found nothing that may have cost an acknowledged record: no damage
+    /// beyond ``crashLeftovers``, no quarantined segment, no checkpoint problem. An ordinary
+    /// crash leaves a clean report, so "alert when not clean" pages on real damage only.
+    public var isClean: Bool {
+        damage.allSatisfy(\.isCrashLeftover) && quarantinedSegments.isEmpty && checkpointProblem == nil
+    }
+    /// True when recovery found nothing at all, crash leftovers included (a clean shutdown).
+    public var isPristine: Bool { damage.isEmpty && quarantinedSegments.isEmpty && checkpointProblem == nil }
 }

@@ -5,7 +5,8 @@ import Glibc
 /// The exclusive `flock` on `<dir>/.lock` that keeps two processes from owning one WAL.
 ///
 /// flock locks belong to the open file description, so a second `WAL.open` of the same
-/// directory in the same process is refused too. The holder writes its PID into the file so
+/// directory in the same process is refused too, as ``WALError/Kind/alreadyOpen`` (the PID the
+/// holder wrote into the file is this process's). The holder writes its PID into the file so
 /// the refusal can name it.
 final class DirectoryLock: Sendable {
     let path: String
@@ -23,6 +24,10 @@ final class DirectoryLock: Sendable {
         do {
             guard try file.tryLockExclusive() else {
                 let pid = holderPID(file)
+                if pid == getpid() {
+                    throw WALError(.alreadyOpen, path: directory, operation: "open",
+                                   hint: "This process already has this WAL open: share that WAL instance (it is safe from any thread or task), or close it before opening the directory again.")
+                }
                 throw WALError(.locked(pid: pid), path: path, operation: "flock", errno: EWOULDBLOCK,
                                hint: "Another process\(pid.map { " (PID \($0))" } ?? "") has this WAL open: stop it first, or use a different WAL directory.")
             }

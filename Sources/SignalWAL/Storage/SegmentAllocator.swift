@@ -29,6 +29,13 @@ final class SegmentAllocator: Sendable {
         var stopping = false
         var prepared = 0
         var recycled = 0
+        /// Spares a batch waits for beyond `target` (a batch may span more segments than
+        /// are kept ready); cleared when a batch takes them.
+        var demand = 0
+        /// Finished preparations (either way) and stops: what spare waiters wait on.
+        var events: UInt64 = 0
+        /// Failures in a row; only the first of a streak is logged as an error.
+        var failuresInARow = 0
         /// The latest request to fault pages in ahead of the append cursor and to drop this
         /// process's page-table entries behind it (see ``requestWindow(_:populate:release:)``).
         var window: (segment: Segment, populate: Range<Int>?, release: Range<Int>?)?
@@ -50,6 +57,8 @@ final class SegmentAllocator: Sendable {
     static let populateAhead = 4 << 20
     fileprivate let state: ConditionLock<State>
     private let thread = ConditionLock<BackgroundThread?>(nil)
+    /// Async appenders waiting for spares wait here on `events`.
+    let spareWaiters = ProgressWaitlist()
 
     init(directory: String, segmentSize: Int, spares: Int, nextSequence: UInt64, ready: [Segment],
          reusable: [String], useIOURing: Bool, prefault: Bool = false, logger: Logger, metrics: WALMetrics? = nil) {
@@ -74,8 +83,9 @@ final class SegmentAllocator: Sendable {
 
     /// Stops the thread, waits for it, and unmaps the spares it holds.
     func stop() {
-        state.withLock { $0.stopping = true }
+        state.withLock { $0.stopping = true; $0.events += 1 }
         state.broadcast()
+        spareWaiters.terminate()
         thread.withLock { $0 }?.join()
         let spares = state.withLock { value -> [Segment] in defer { value.ready = [] }; return value.ready }
         spares.forEach { $0.close() }
@@ -85,26 +95,46 @@ final class SegmentAllocator: Sendable {
         state.withLock { ($0.ready.count, $0.reusable.count, $0.prepared, $0.recycled) }
     }
 
-    /// The lowest-numbered prepared segment. Blocks while one is being prepared; throws the
-    /// preparation's error (``WALError/Kind/outOfSpace`` on a full disk) when the latest
-    /// attempt, made on behalf of this call, failed.
-    func takeSpare() throws -> Segment {
-        let generation = state.withLock { value -> Int in
-            if value.ready.isEmpty && value.failure != nil { value.retryRequested = true }
-            return value.failureGeneration
-        }
-        state.broadcast()
-        let taken: Result<Segment, WALError> = state.wait(until: { value in
-            !value.ready.isEmpty || value.stopping || value.failureGeneration != generation
-        }) { value in
-            if !value.ready.isEmpty { return .success(value.ready.removeFirst()) }
-            if value.stopping {
-                return .failure(WALError(.closed, path: directory, operation: "append", hint: "The WAL is closing."))
+    /// What ``takeSpares(_:waitedSince:)`` found.
+    enum Take {
+        case ready([Segment])
+        /// Not enough prepared yet: wait until ``State/events`` passes `events`, then ask again
+        /// with `failures`.
+        case pending(events: UInt64, failures: Int)
+        case failed(WALError)
+    }
+
+    /// Takes `count` prepared segments, lowest-numbered first, all or none, without waiting.
+    /// When they are not ready, asks the thread to prepare them (retrying after a failure) and
+    /// says what to wait for. `waitedSince` is the failure generation a previous `pending`
+    /// returned: when an attempt made since then failed and still nothing is ready, that
+    /// failure is thrown (``WALError/Kind/outOfSpace`` on a full disk), so a full disk fails an
+    /// append instead of parking it.
+    func takeSpares(_ count: Int, waitedSince: Int?) -> Take {
+        guard count > 0 else { return .ready([]) }
+        let taken = state.withLock { value -> Take in
+            if value.ready.count >= count {
+                let segments = Array(value.ready.prefix(count))
+                value.ready.removeFirst(count)
+                value.demand = 0
+                return .ready(segments)
             }
-            return .failure(value.failure!)
+            if value.stopping {
+                return .failed(WALError(.closed, path: directory, operation: "append", hint: "The WAL is closing."))
+            }
+            if let waitedSince, value.failureGeneration != waitedSince, let failure = value.failure { return .failed(failure) }
+            value.demand = max(value.demand, count)
+            if value.failure != nil { value.retryRequested = true }
+            return .pending(events: value.events, failures: value.failureGeneration)
         }
         state.broadcast()
-        return try taken.get()
+        return taken
+    }
+
+    /// Blocks the calling thread until a preparation finishes (or the allocator stops) after
+    /// `events`.
+    func waitForEvent(after events: UInt64) {
+        state.wait(until: { $0.events > events || $0.stopping }) { _ in }
     }
 
     /// Adds files wholly below the checkpoint; they become spares before anything new is
@@ -135,7 +165,7 @@ final class SegmentAllocator: Sendable {
             }
             let job: Job = state.wait(until: { value in
                 value.stopping || value.window != nil || value.reusable.count > target ||
-                    (value.ready.count < target && (value.failure == nil || value.retryRequested))
+                    (value.ready.count < max(target, value.demand) && (value.failure == nil || value.retryRequested))
             }) { value in
                 if value.stopping { return .stop }
                 if let window = value.window {
@@ -143,7 +173,7 @@ final class SegmentAllocator: Sendable {
                     value.window = nil
                     return .window(window.segment, window.populate, window.release)
                 }
-                if value.ready.count < target {
+                if value.ready.count < max(target, value.demand) {
                     value.retryRequested = false
                     let sequence = value.nextSequence
                     value.nextSequence += 1
@@ -176,23 +206,41 @@ final class SegmentAllocator: Sendable {
             let start = Format.segmentHeaderBlock
             adjustWindow(segment, populate: start..<min(segment.size, start + Self.populateAhead), release: nil)
         }
-        state.withLock { value in
+        let events = state.withLock { value -> UInt64 in
             switch result {
             case .success(let segment):
                 value.ready.append(segment)
                 value.ready.sort { $0.sequence < $1.sequence }
                 value.failure = nil
+                if value.failuresInARow > 0 {
+                    logger.notice("segment preparation works again", metadata: [
+                        "directory": "\(directory)", "failed_attempts": "\(value.failuresInARow)"])
+                }
+                value.failuresInARow = 0
                 if recycled { value.recycled += 1 } else { value.prepared += 1 }
                 (recycled ? metrics?.segmentsRecycled : metrics?.segmentsAllocated)?.increment()
             case .failure(let error):
                 let walError = error as? WALError ?? WALError(.io, path: directory, operation: "prepare segment", hint: "\(error)")
                 value.failure = walError
                 value.failureGeneration += 1
-                logger.error("could not prepare a segment", metadata: [
-                    "segment": "\(sequence)", "error": "\(walError)"])
+                // A failed allocation removed its file, so its number was never used: give it to
+                // the next try, so retries on a full disk do not use up segment numbers.
+                if !recycled, value.nextSequence == sequence + 1 { value.nextSequence = sequence }
+                // One error per streak, not one per retry: appends retried every few
+                // milliseconds on a full disk must not flood the log.
+                if value.failuresInARow == 0 {
+                    logger.error("could not prepare a segment; appends that need one fail until it can be prepared", metadata: [
+                        "segment": "\(sequence)", "error": "\(walError)"])
+                } else {
+                    logger.debug("could not prepare a segment again", metadata: ["segment": "\(sequence)", "error": "\(walError)"])
+                }
+                value.failuresInARow += 1
             }
+            value.events += 1
+            return value.events
         }
         state.broadcast()
+        spareWaiters.advance(to: events)
     }
 
     private func newEpoch() -> UInt64 {

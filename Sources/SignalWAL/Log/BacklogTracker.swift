@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// When records were appended and how fast consumers checkpoint, kept cheaply enough for the
+/// append path: the age of the oldest unprocessed record and the drain rate a service needs to
+/// answer `Retry-After` come from here.
+///
+/// Append times are sampled (at most one sample per millisecond, a bounded list that halves its
+/// resolution when full), so an age is accurate to the sampling step, never older than the
+/// record really is by more than that. Records recovered at open count as appended at open.
+final class BacklogTracker: Sendable {
+    private struct State {
+        /// (last LSN appended by then, monotonic nanoseconds), oldest first.
+        var appends: [(lsn: LSN, at: Int)] = []
+        /// (checkpoint LSN, monotonic nanoseconds) of recent checkpoints, oldest first.
+        var checkpoints: [(lsn: LSN, at: Int)] = []
+    }
+    /// Bound on both lists.
+    static let appendSamples = 4096
+    static let checkpointSamples = 64
+    /// Checkpoints older than this do not count towards the drain rate.
+    static let rateWindowNanoseconds = 30_000_000_000
+    private let state: ConditionLock<State>
+    private let lastSample = Atomic<Int>(0)
+
+    init(recoveredThrough lsn: LSN, checkpoint: LSN) {
+        let now = Self.now()
+        var initial = State()
+        if lsn > checkpoint { initial.appends.append((lsn, now)) }
+        initial.checkpoints.append((checkpoint, now))
+        state = ConditionLock(initial)
+    }
+
+    static func now() -> Int {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return time.tv_sec * 1_000_000_000 + time.tv_nsec
+    }
+
+    /// Called after each append with its last LSN; takes the lock at most once a millisecond.
+    func noteAppended(_ lsn: LSN) {
+        let now = Self.now()
+        let last = lastSample.load(ordering: .relaxed)
+        guard now - last >= 1_000_000, lastSample.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged else { return }
+        state.withLock { value in
+            if let newest = value.appends.last, newest.lsn >= lsn { return }
+            if value.appends.count >= Self.appendSamples {
+                // Halve the resolution, keeping the oldest sample (it dates the backlog's start).
+                value.appends = value.appends.enumerated().filter { $0.offset % 2 == 0 }.map(\.element)
+            }
+            value.appends.append((lsn, now))
+        }
+    }
+
+    func noteCheckpoint(_ lsn: LSN) {
+        let now = Self.now()
+        state.withLock { value in
+            // Samples wholly below the checkpoint date nothing unprocessed any more.
+            let consumed = value.appends.partitionPoint { $0.lsn <= lsn }
+            if consumed > 0 { value.appends.removeFirst(consumed) }
+            if value.checkpoints.count >= Self.checkpointSamples { value.checkpoints.removeFirst() }
+            value.checkpoints.append((lsn, now))
+        }
+    }
+
+    /// Seconds since the oldest record after `checkpoint` was appended (0 when there is none).
+    func oldestUnprocessedAge(checkpoint: LSN, next: LSN) -> Double {
+        guard next > checkpoint + 1 else { return 0 }
+        let now = Self.now()
+        return state.withLock { value in
+            guard let first = value.appends.first(where: { $0.lsn > checkpoint }) else { return 0 }
+            return Double(now - first.at) / 1e9
+        }
+    }
+
+    /// Records checkpointed per second over the last 30 seconds of checkpoints (nil until
+    /// there are two in that window).
+    func checkpointRate() -> Double? {
+        let now = Self.now()
+        return state.withLock { value in
+            let recent = value.checkpoints.filter { now - $0.at <= Self.rateWindowNanoseconds }
+            guard let first = recent.first, let last = recent.last, last.at > first.at else { return nil }
+            // Measured to now, so a consumer that stopped shows a falling rate, not its last one.
+            return Double(last.lsn - first.lsn) / (Double(now - first.at) / 1e9)
+        }
+    }
+}
