@@ -69,13 +69,15 @@ final class ErrorTests: XCTestCase {
         XCTAssertTrue(FileSystem.kind(of: directory).isDirectory)
     }
 
-    func testSecondOpenInTheSameProcessIsRefusedWithThePID() throws {
+    /// A second open in this process is not "another process" and not worth retrying.
+    func testSecondOpenInTheSameProcessIsRefusedAsAlreadyOpen() throws {
         let directory = makeTemporaryDirectory(self)
         let wal = try WAL.open(directory: directory, configuration: testConfiguration())
         XCTAssertThrowsError(try WAL.open(directory: directory, configuration: testConfiguration())) { error in
             let error = error as! WALError
-            XCTAssertEqual(error.kind, .locked(pid: getpid()))
-            XCTAssertTrue(error.description.contains(".lock") && error.description.contains("PID \(getpid())"), error.description)
+            XCTAssertEqual(error.kind, .alreadyOpen)
+            XCTAssertFalse(error.isRetryable)
+            XCTAssertTrue(error.description.contains(directory) && error.description.contains("already has this WAL open"), error.description)
         }
         try wal.close()
         let again = try WAL.open(directory: directory, configuration: testConfiguration())

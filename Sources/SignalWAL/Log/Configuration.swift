@@ -105,8 +105,9 @@ public struct Configuration: Sendable {
     /// Bytes of the `.uring` backend's staging ring, allocated once at open and held until
     /// close (it is most of a WAL's memory). Nil for the default: 16 MiB, or room for two of
     /// the largest records when that is more. The smallest accepted is room for two of the
-    /// largest records plus two 4 KiB blocks (``minimumStagingBytes``). Under `.uring` a batch
-    /// is also bounded by half the ring, so it can always be staged whole.
+    /// largest records plus two 4 KiB blocks (``minimumStagingBytes``). A batch too large to be
+    /// staged whole is copied in parts, waiting for flushes under the append lock (an async
+    /// append hands such a batch to a Dispatch thread for that), so keep batches below it.
     public var stagingBytes: Int? = nil
     /// Which write path appends take. Default `.uring` (direct I/O), measured faster at 1, 16 and
     /// 64 durable appenders; see docs/DESIGN.md.
@@ -148,13 +149,8 @@ public struct Configuration: Sendable {
 
     /// The record size limit in force.
     public var effectiveMaxRecordSize: Int { maxRecordSize ?? segmentSize / 4 }
-    /// The batch size limit in force (record spans of one `append(contentsOf:)`): `maxBatchBytes`
-    /// (1 GiB when nil), and under `.uring` at most half the staging ring.
-    public var effectiveMaxBatchBytes: Int {
-        let configured = maxBatchBytes ?? Format.maximumSegmentSize
-        guard backend == .uring else { return configured }
-        return max(min(configured, effectiveStagingBytes / 2), Format.recordSpan(payloadLength: effectiveMaxRecordSize))
-    }
+    /// The batch size limit in force (record spans of one `append(contentsOf:)`).
+    public var effectiveMaxBatchBytes: Int { maxBatchBytes ?? Format.maximumSegmentSize }
     /// The smallest staging ring accepted: two of the largest records and two blocks.
     public var minimumStagingBytes: Int {
         (2 * Format.recordSpan(payloadLength: effectiveMaxRecordSize) + 2 * 4096 + 4095) / 4096 * 4096
