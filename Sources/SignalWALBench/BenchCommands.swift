@@ -6,7 +6,7 @@ import SignalWAL
 /// implementation, two entry points.
 public enum BenchCommands {
     public static let abstract = "Measure SignalWAL: durable appends, replay, and a side-by-side comparison with fio and RocksDB."
-    public static let subcommands: [any ParsableCommand.Type] = [Durable.self, Replay.self, Compare.self]
+    public static let subcommands: [any ParsableCommand.Type] = [Durable.self, AsyncAppends.self, Replay.self, Compare.self]
 }
 
 public struct Durable: ParsableCommand {
@@ -52,6 +52,76 @@ public struct Durable: ParsableCommand {
             write amplification \(result.writeAmplification.map { String(format: "%.2f", $0) } ?? "n/a")
             """)
         }
+    }
+}
+
+public struct AsyncAppends: ParsableCommand {
+    public init() {}
+    public static let configuration = CommandConfiguration(
+        commandName: "async",
+        abstract: "N tasks `try await append` on the cooperative pool for S seconds, beside a 1 ms heartbeat task; optionally after the same load from threads, for the ratio.",
+        discussion: """
+        Prints records_per_second, p50_us, p99_us, heartbeat_p99_lateness_us and max_live_segments. \
+        With --threads N, first runs `durable --appenders N` (threads, same record size and time) and \
+        prints the async run's throughput as a fraction of it.
+        """)
+
+    @Option(help: "Concurrent appending tasks.") var tasks: Int = 1000
+    @Option(name: .customLong("record-size"), help: "Payload bytes per record.") var recordSize: Int = 1024
+    @Option(help: "Measured seconds (after a 0.5 s warm-up).") var seconds: Double = 5
+    @Option(help: "Also run this many appender threads first, for the ratio (0: off).") var threads: Int = 0
+    @Option(help: "WAL directory (removed before and after).") var dir: String = ".wal/bench"
+    @Flag(help: "Print one JSON object.") var json = false
+
+    public func validate() throws {
+        guard tasks >= 1, tasks <= 100_000 else { throw ValidationError("--tasks must be 1 to 100000") }
+        guard recordSize >= 0, recordSize <= 16 << 20 else { throw ValidationError("--record-size must be 0 to 16 MiB") }
+        guard seconds > 0, seconds <= 3600 else { throw ValidationError("--seconds must be above 0 and at most 3600") }
+        guard threads >= 0, threads <= 1024 else { throw ValidationError("--threads must be 0 to 1024") }
+    }
+
+    struct Combined: Encodable {
+        var async: AsyncBenchmark.Result
+        var threads: DurableBenchmark.Result?
+        var asyncOverThreads: Double?
+    }
+
+    public func run() throws {
+        var baseline: DurableBenchmark.Result? = nil
+        if threads > 0 {
+            baseline = try DurableBenchmark(appenders: threads, recordSize: recordSize, seconds: seconds, policy: .groupCommit,
+                                            backend: IOBackend.uring.rawValue, directory: dir).run()
+        }
+        // The main thread is not one of the pool's: it may wait here for the tasks.
+        let benchmark = AsyncBenchmark(tasks: tasks, recordSize: recordSize, seconds: seconds, directory: dir)
+        let outcome = ResultSlot()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do { outcome.value = .success(try await benchmark.run()) } catch { outcome.value = .failure(error) }
+            done.signal()
+        }
+        done.wait()
+        let result = try outcome.value!.get()
+        let ratio = baseline.map { result.recordsPerSecond / $0.recordsPerSecond }
+        if json {
+            print(jsonLine(Combined(async: result, threads: baseline, asyncOverThreads: ratio)))
+        } else {
+            print("""
+            \(result.tasks) tasks, \(result.recordSize) B: \(Int(result.recordsPerSecond)) records/s, \
+            \(String(format: "%.1f", result.mbPerSecond)) MB/s, p50 \(String(format: "%.0f", result.p50Us)) us, \
+            p99 \(String(format: "%.0f", result.p99Us)) us, heartbeat lateness p99 \(String(format: "%.0f", result.heartbeatP99LatenessUs)) us \
+            (max \(String(format: "%.0f", result.heartbeatMaxLatenessUs)) us, \(result.heartbeatTicks) ticks), \
+            max live segments \(result.maxLiveSegments)
+            """)
+            if let baseline, let ratio {
+                print("\(threads) threads: \(Int(baseline.recordsPerSecond)) records/s; async / threads = \(String(format: "%.2f", ratio))")
+            }
+        }
+    }
+
+    /// Written once by the task, read by the main thread after the semaphore.
+    private final class ResultSlot: @unchecked Sendable {
+        var value: Swift.Result<AsyncBenchmark.Result, any Error>?
     }
 }
 

@@ -68,6 +68,10 @@ final class RecoveryTests: XCTestCase {
                 if pass == 1 {
                     XCTAssertEqual(report.damage.first?.offset, last.offset, "cut \(cut)")
                     XCTAssertEqual(report.damage.first?.kind, .tornTail)
+                    // An ordinary crash leftover: clean (nothing acknowledged lost), not pristine.
+                    XCTAssertTrue(report.isClean, "cut \(cut): a torn tail is not damage")
+                    XCTAssertFalse(report.isPristine)
+                    XCTAssertEqual(report.crashLeftovers, 1)
                 }
                 XCTAssertEqual(report.quarantinedSegments.count, 0)
                 assertRecords(wal, Array(1..<Self.recordCount))
