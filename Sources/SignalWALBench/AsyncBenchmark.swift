@@ -17,6 +17,8 @@ public struct AsyncBenchmark: Sendable {
     public var seconds: Double
     public var directory: String
     public var segmentSize: Int = Format.defaultSegmentSize
+    /// The heartbeat task's priority (nil: the default, the same as the appenders').
+    public var heartbeatPriority: TaskPriority? = nil
 
     public init(tasks: Int, recordSize: Int, seconds: Double, directory: String) {
         self.tasks = tasks
@@ -62,7 +64,7 @@ public struct AsyncBenchmark: Sendable {
         // Bounded: at most this many latency samples per task.
         let sampleLimit = 2_000_000 / max(1, tasks) + 100
 
-        let heartbeat = Task { () -> [UInt64] in
+        let heartbeat = Task(priority: heartbeatPriority) { () -> [UInt64] in
             var lateness: [UInt64] = []
             while !shared.stop.load(ordering: .relaxed) {
                 let before = Workload.monotonicNanoseconds()

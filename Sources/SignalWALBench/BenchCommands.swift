@@ -70,6 +70,8 @@ public struct AsyncAppends: ParsableCommand {
     @Option(name: .customLong("record-size"), help: "Payload bytes per record.") var recordSize: Int = 1024
     @Option(help: "Measured seconds (after a 0.5 s warm-up).") var seconds: Double = 5
     @Option(help: "Also run this many appender threads first, for the ratio (0: off).") var threads: Int = 0
+    @Option(name: .customLong("heartbeat-priority"), help: "default | high: the heartbeat task's priority.")
+    var heartbeatPriority: String = "default"
     @Option(help: "WAL directory (removed before and after).") var dir: String = ".wal/bench"
     @Flag(help: "Print one JSON object.") var json = false
 
@@ -78,6 +80,7 @@ public struct AsyncAppends: ParsableCommand {
         guard recordSize >= 0, recordSize <= 16 << 20 else { throw ValidationError("--record-size must be 0 to 16 MiB") }
         guard seconds > 0, seconds <= 3600 else { throw ValidationError("--seconds must be above 0 and at most 3600") }
         guard threads >= 0, threads <= 1024 else { throw ValidationError("--threads must be 0 to 1024") }
+        guard ["default", "high"].contains(heartbeatPriority) else { throw ValidationError("--heartbeat-priority must be default or high") }
     }
 
     struct Combined: Encodable {
@@ -93,7 +96,8 @@ public struct AsyncAppends: ParsableCommand {
                                             backend: IOBackend.uring.rawValue, directory: dir).run()
         }
         // The main thread is not one of the pool's: it may wait here for the tasks.
-        let benchmark = AsyncBenchmark(tasks: tasks, recordSize: recordSize, seconds: seconds, directory: dir)
+        var benchmark = AsyncBenchmark(tasks: tasks, recordSize: recordSize, seconds: seconds, directory: dir)
+        benchmark.heartbeatPriority = heartbeatPriority == "high" ? .high : nil
         let outcome = ResultSlot()
         let done = DispatchSemaphore(value: 0)
         Task {

@@ -378,6 +378,31 @@ final class ServiceAPITests: XCTestCase {
         Syscall.setFaultHook(nil)
     }
 
+    /// Appends retried on a full disk fail fast and typed, and the failed preparations neither
+    /// use up segment numbers nor log an error each (before: 622 numbers and 622 error lines in
+    /// 20 s of retries).
+    func testRetriesOnAFullDiskDoNotUseUpSegmentNumbers() async throws {
+        let directory = makeTemporaryDirectory(self)
+        let wal = try await WAL.open(directory: directory, configuration: testConfiguration(spares: 1))
+        try await wal.append([0])
+        Syscall.setFaultHook { operation, _ in operation == .fallocate ? .fail(errno: ENOSPC) : nil }
+        var refusals = 0
+        for index in 0..<200 {
+            do {
+                try await wal.append(testPayload(index, length: 200_000))
+            } catch let error as WALError where error.kind == .outOfSpace {
+                XCTAssertTrue(error.isRetryable)
+                refusals += 1
+            }
+        }
+        Syscall.setFaultHook(nil)
+        XCTAssertGreaterThan(refusals, 150, "once the spares ran out, every append needing a segment was refused")
+        for index in 0..<20 { try await wal.append(testPayload(index, length: 200_000)) }
+        let highest = segmentFiles(directory).compactMap { Format.segmentSequence(fromFileName: String($0.split(separator: "/").last!)) }.max() ?? 0
+        XCTAssertLessThan(highest, 12, "segment numbers were used up by failed preparations: \(highest)")
+        try await wal.close()
+    }
+
     /// A segment size the filesystem cannot hold with its spares is refused at open, naming
     /// both numbers, instead of every append failing later and using up a segment number.
     func testASegmentSizeTheFilesystemCannotHoldIsRefusedAtOpen() throws {

@@ -13,11 +13,14 @@ final class WritePathTests: XCTestCase {
 
     /// D2: under the staged backend a batch waited for staging room right after switching
     /// segments, and a flush wrote never-staged ring bytes over the new segment's header; the
-    /// next open quarantined the segment and gave LSN 4 out again.
+    /// next open quarantined the segment and gave LSN 4 out again. (Since issue 11 a batch is
+    /// staged whole, after waiting for room for all of it; a ring of 40 MiB lets this 16 MiB
+    /// batch in, and the test keeps guarding the header across the switch.)
     func testBatchCrossingSegmentWhileWaitingForRoomKeepsTheHeader() throws {
         for backend in IOBackend.allCases {
             let directory = makeTemporaryDirectory(self)
-            let configuration = testConfiguration(segmentSize: 16 << 20, backend: backend)
+            var configuration = testConfiguration(segmentSize: 16 << 20, backend: backend)
+            configuration.stagingBytes = 40 << 20
             let payloads = (0..<4).map { testPayload($0, length: 4_194_280) }
             var wal = try WAL.open(directory: directory, configuration: configuration)
             XCTAssertEqual(try wal.append(contentsOf: payloads), 1...4, "\(backend)")
@@ -62,8 +65,10 @@ final class WritePathTests: XCTestCase {
     func testReadersNeverSeePartOfABatch() throws {
         for backend in IOBackend.allCases {
             let directory = makeTemporaryDirectory(self)
-            let wal = try WAL.open(directory: directory, configuration: testConfiguration(segmentSize: 16 << 20, backend: backend))
-            // 20 MiB: more than the 16 MiB staging ring, so the staged writer flushes mid-batch.
+            var configuration = testConfiguration(segmentSize: 16 << 20, backend: backend)
+            configuration.stagingBytes = 48 << 20
+            let wal = try WAL.open(directory: directory, configuration: configuration)
+            // 20 MiB across two segments, in a ring that holds it whole.
             let payloads = (0..<5).map { testPayload($0, length: 4 << 20) }
             let seen = ConditionLock<Set<LSN>>([])
             let stop = Atomic<Bool>(false)
@@ -85,14 +90,14 @@ final class WritePathTests: XCTestCase {
 
     func testFailedBatchLeavesNoPartOfItAfterReopen() throws {
         let directory = makeTemporaryDirectory(self)
-        let configuration = testConfiguration(segmentSize: 16 << 20, backend: .uring)
+        var configuration = testConfiguration(segmentSize: 16 << 20, backend: .uring)
+        configuration.stagingBytes = 48 << 20
         var wal = try WAL.open(directory: directory, configuration: configuration)
         try wal.append([1, 2, 3])
-        // The first flush inside the batch (for staging room) succeeds, the next one fails.
-        let flushes = Atomic<Int>(0)
+        // The batch's flush writes and syncs the part in its first segment, then fails writing
+        // the part in the second: a partial batch on disk.
         Syscall.setFaultHook { operation, path in
-            guard operation == .fdatasync, path.hasSuffix(".wal") else { return nil }
-            return flushes.add(1, ordering: .relaxed).newValue >= 2 ? .fail(errno: EIO) : nil
+            operation == .pwrite && path.hasSuffix(Format.segmentFileName(2)) ? .fail(errno: EIO) : nil
         }
         let payloads = (0..<5).map { testPayload($0, length: 4 << 20) }
         XCTAssertThrowsError(try wal.append(contentsOf: payloads)) { XCTAssertEqual(($0 as? WALError)?.kind, .flushFailed) }
@@ -144,6 +149,24 @@ final class WritePathTests: XCTestCase {
                 try wal.close()
             }
         }
+    }
+
+    /// Under `.uring` a batch larger than half the staging ring is refused whole (it could only
+    /// be staged in parts, holding the append lock across flushes), naming the limit.
+    func testBatchLargerThanHalfTheStagingRingIsRefusedNamingIt() throws {
+        let directory = makeTemporaryDirectory(self)
+        let configuration = testConfiguration(segmentSize: 16 << 20, backend: .uring)
+        let wal = try WAL.open(directory: directory, configuration: configuration)
+        XCTAssertLessThan(configuration.effectiveMaxBatchBytes, configuration.effectiveStagingBytes / 2)
+        let payloads = (0..<3).map { testPayload($0, length: 4 << 20) }
+        XCTAssertThrowsError(try wal.append(contentsOf: payloads)) { error in
+            XCTAssertEqual((error as? WALError)?.kind, .invalidArgument)
+            XCTAssertTrue("\(error)".contains("\(configuration.effectiveMaxBatchBytes)"), "\(error)")
+        }
+        XCTAssertEqual(wal.nextLSN, 1, "nothing of it was written")
+        let fits = (0..<1).map { testPayload($0, length: 4 << 20) }
+        XCTAssertEqual(try wal.append(contentsOf: fits), 1...1)
+        try wal.close()
     }
 
     /// L1: one batch escaped every bound; now it is refused whole when larger than maxBatchBytes.

@@ -7,12 +7,15 @@ import Synchronization
 /// append path: the age of the oldest unprocessed record and the drain rate a service needs to
 /// answer `Retry-After` come from here.
 ///
-/// Append times are sampled (at most one sample per millisecond, a bounded list that halves its
-/// resolution when full), so an age is accurate to the sampling step, never older than the
-/// record really is by more than that. Records recovered at open count as appended at open.
+/// Append times are sampled: the first append after each millisecond records (its first LSN,
+/// now). Every record from one sample's LSN to the next was appended within a millisecond after
+/// that sample (an append later than that would have taken a sample itself), so the age read
+/// from the sample at or below a record overstates it by at most that step (more once the
+/// bounded list has halved its resolution, and by the width of a race between two appenders
+/// reporting out of order). Records recovered at open count as appended at open.
 final class BacklogTracker: Sendable {
     private struct State {
-        /// (last LSN appended by then, monotonic nanoseconds), oldest first.
+        /// (first LSN of an append, monotonic nanoseconds when it was sampled), oldest first.
         var appends: [(lsn: LSN, at: Int)] = []
         /// (checkpoint LSN, monotonic nanoseconds) of recent checkpoints, oldest first.
         var checkpoints: [(lsn: LSN, at: Int)] = []
@@ -28,7 +31,7 @@ final class BacklogTracker: Sendable {
     init(recoveredThrough lsn: LSN, checkpoint: LSN) {
         let now = Self.now()
         var initial = State()
-        if lsn > checkpoint { initial.appends.append((lsn, now)) }
+        if lsn > checkpoint { initial.appends.append((checkpoint + 1, now)) }
         initial.checkpoints.append((checkpoint, now))
         state = ConditionLock(initial)
     }
@@ -39,7 +42,7 @@ final class BacklogTracker: Sendable {
         return time.tv_sec * 1_000_000_000 + time.tv_nsec
     }
 
-    /// Called after each append with its last LSN; takes the lock at most once a millisecond.
+    /// Called after each append with its first LSN; takes the lock at most once a millisecond.
     func noteAppended(_ lsn: LSN) {
         let now = Self.now()
         let last = lastSample.load(ordering: .relaxed)
@@ -57,9 +60,9 @@ final class BacklogTracker: Sendable {
     func noteCheckpoint(_ lsn: LSN) {
         let now = Self.now()
         state.withLock { value in
-            // Samples wholly below the checkpoint date nothing unprocessed any more.
-            let consumed = value.appends.partitionPoint { $0.lsn <= lsn }
-            if consumed > 0 { value.appends.removeFirst(consumed) }
+            // Keep the last sample at or below the first unprocessed record: it dates it.
+            let atOrBelow = value.appends.partitionPoint { $0.lsn <= lsn + 1 }
+            if atOrBelow > 1 { value.appends.removeFirst(atOrBelow - 1) }
             if value.checkpoints.count >= Self.checkpointSamples { value.checkpoints.removeFirst() }
             value.checkpoints.append((lsn, now))
         }
@@ -70,8 +73,9 @@ final class BacklogTracker: Sendable {
         guard next > checkpoint + 1 else { return 0 }
         let now = Self.now()
         return state.withLock { value in
-            guard let first = value.appends.first(where: { $0.lsn > checkpoint }) else { return 0 }
-            return Double(now - first.at) / 1e9
+            let atOrBelow = value.appends.partitionPoint { $0.lsn <= checkpoint + 1 }
+            guard let dating = atOrBelow > 0 ? value.appends[atOrBelow - 1] : value.appends.first else { return 0 }
+            return Double(now - dating.at) / 1e9
         }
     }
 

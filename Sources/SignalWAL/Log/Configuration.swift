@@ -105,9 +105,10 @@ public struct Configuration: Sendable {
     /// Bytes of the `.uring` backend's staging ring, allocated once at open and held until
     /// close (it is most of a WAL's memory). Nil for the default: 16 MiB, or room for two of
     /// the largest records when that is more. The smallest accepted is room for two of the
-    /// largest records plus two 4 KiB blocks (``minimumStagingBytes``). A batch too large to be
-    /// staged whole is copied in parts, waiting for flushes under the append lock (an async
-    /// append hands such a batch to a Dispatch thread for that), so keep batches below it.
+    /// largest records plus 64 KiB (``minimumStagingBytes``). Under `.uring` a batch is also
+    /// bounded by half the ring (``effectiveMaxBatchBytes``), so it is always staged whole,
+    /// never in parts with the append lock held across flushes, and gets in while other
+    /// appenders keep half the ring busy.
     public var stagingBytes: Int? = nil
     /// Which write path appends take. Default `.uring` (direct I/O), measured faster at 1, 16 and
     /// 64 durable appenders; see docs/DESIGN.md.
@@ -149,11 +150,22 @@ public struct Configuration: Sendable {
 
     /// The record size limit in force.
     public var effectiveMaxRecordSize: Int { maxRecordSize ?? segmentSize / 4 }
-    /// The batch size limit in force (record spans of one `append(contentsOf:)`).
-    public var effectiveMaxBatchBytes: Int { maxBatchBytes ?? Format.maximumSegmentSize }
-    /// The smallest staging ring accepted: two of the largest records and two blocks.
+    /// The batch size limit in force (record spans of one `append(contentsOf:)`): `maxBatchBytes`
+    /// (1 GiB when nil) and, under `.uring`, half the staging ring less the alignment and
+    /// segment headers such a batch can need (so a batch always fits the ring whole).
+    public var effectiveMaxBatchBytes: Int {
+        let configured = maxBatchBytes ?? Format.maximumSegmentSize
+        guard backend == .uring else { return configured }
+        let half = effectiveStagingBytes / 2
+        // Each segment a batch begins costs up to two blocks of stream (alignment, header),
+        // and the first and last block may be partial.
+        let slack = 4 * 4096 + 2 * 4096 * (half / max(1, segmentSize - Format.segmentHeaderBlock) + 1)
+        return min(configured, max(half - slack, Format.recordSpan(payloadLength: effectiveMaxRecordSize)))
+    }
+    /// The smallest staging ring accepted: two of the largest records plus 64 KiB, so half of it
+    /// holds one of the largest records with its alignment and header blocks.
     public var minimumStagingBytes: Int {
-        (2 * Format.recordSpan(payloadLength: effectiveMaxRecordSize) + 2 * 4096 + 4095) / 4096 * 4096
+        (2 * Format.recordSpan(payloadLength: effectiveMaxRecordSize) + (64 << 10) + 4095) / 4096 * 4096
     }
     /// The staging ring size in force (see ``stagingBytes``).
     public var effectiveStagingBytes: Int {

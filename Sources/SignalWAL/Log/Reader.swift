@@ -186,7 +186,13 @@ final class RecordCursor {
             guard visible.lsn >= wanted, visible.segment != 0 else { return .end }
             let segments = wal.catalog.withLock { $0.segments }
             if segment == nil {
-                guard let info = startingSegment(in: segments, visible: visible) else { return .end }
+                guard let info = startingSegment(in: segments, visible: visible) else {
+                    // No live segment holds a visible record: a checkpoint released them all
+                    // (the next segment is not visible yet).
+                    let missing = wanted...visible.lsn
+                    wanted = visible.lsn + 1
+                    return .gap(missing)
+                }
                 guard open(info) else { continue }
             }
             let current = segment!

@@ -330,20 +330,17 @@ public final class WAL: Sendable {
         /// Spare segments are being prepared; wait past `events`, then try again with
         /// `failures` (see ``SegmentAllocator/takeSpares(_:waitedSince:)``).
         case needsSpares(events: UInt64, failures: Int)
-        /// The batch is larger than the staging ring can ever hold at once: it can only be
-        /// copied in parts, waiting for flushes under the append lock (blocking).
-        case exceedsStaging
     }
 
     /// The blocking append path: tries the copy, and while something is lacking blocks this
     /// thread until it may be there, then tries again.
-    private func copyInBlocking<Source: PayloadSource>(_ batch: Source, checked: CheckedBatch? = nil) throws -> ClosedRange<LSN> {
-        let checked = try checked ?? check(batch)
+    private func copyInBlocking<Source: PayloadSource>(_ batch: Source) throws -> ClosedRange<LSN> {
+        let checked = try check(batch)
         var waitedSince: Int? = nil
         while true {
             // Bounded unflushed data: wait (and ask for a flush) before copying more.
             try committer.waitForRoom()
-            switch try tryCopy(batch, checked, waitedSince: waitedSince, mayBlock: true) {
+            switch try tryCopy(batch, checked, waitedSince: waitedSince) {
             case .copied(let range):
                 return range
             case .needsRoom(let end):
@@ -351,8 +348,6 @@ public final class WAL: Sendable {
             case .needsSpares(let events, let failures):
                 waitedSince = failures
                 allocator.waitForEvent(after: events)
-            case .exceedsStaging:
-                preconditionFailure("a blocking copy stages an oversized batch in parts")
             }
         }
     }
@@ -377,12 +372,6 @@ public final class WAL: Sendable {
             case .needsSpares(let events, let failures):
                 waitedSince = failures
                 await allocator.spareWaiters.wait(until: events + 1)
-            case .exceedsStaging:
-                // Copying it means waiting for flushes under the append lock: on a Dispatch
-                // thread, never the pool's. The caller stays suspended until it is done, so
-                // the batch outlives the copy.
-                let source = UncheckedSendable(value: batch)
-                return try await Offload.run { try self.copyInBlocking(source.value, checked: checked) }
             }
         }
     }
@@ -412,7 +401,7 @@ public final class WAL: Sendable {
         }
         guard checked.batchBytes <= maxBatchBytes else {
             throw WALError(.invalidArgument, path: directory, operation: "append",
-                           hint: "The batch is \(checked.batchBytes) bytes (\(count) records with their headers); a batch may be at most \(maxBatchBytes) bytes (maxBatchBytes). Split it.")
+                           hint: "The batch is \(checked.batchBytes) bytes (\(count) records with their headers); a batch may be at most \(maxBatchBytes) bytes (maxBatchBytes\(configuration.backend == .uring ? ", and under the uring backend half the staging ring, stagingBytes" : "")). Split it, or raise them.")
         }
         return checked
     }
@@ -423,8 +412,7 @@ public final class WAL: Sendable {
     /// of it and that the spare segments it needs are prepared, taking them; when either is
     /// lacking, return what to wait for, having written nothing. Then, for each record, seal
     /// and begin segments as needed and write it; publish the end of the batch.
-    private func tryCopy<Source: PayloadSource>(_ batch: Source, _ checked: CheckedBatch, waitedSince: Int?,
-                                                mayBlock: Bool = false) throws -> CopyOutcome {
+    private func tryCopy<Source: PayloadSource>(_ batch: Source, _ checked: CheckedBatch, waitedSince: Int?) throws -> CopyOutcome {
         let count = checked.count
         let result = try appendState.withLock { state throws -> (outcome: CopyOutcome, end: LogEnd?) in
             guard !state.closed else { throw closedError(operation: "append") }
@@ -432,6 +420,10 @@ public final class WAL: Sendable {
             let writer = state.writer
             let layout = plan(checked, writer: writer)
             if layout.segments > 0, let limit = maxLiveBytes {
+                guard (1 + layout.segments) * configuration.segmentSize <= limit else {
+                    throw WALError(.invalidArgument, path: directory, operation: "append",
+                                   hint: "The batch needs \(layout.segments) new \(configuration.segmentSize)-byte segments beside the active one, more than maxLiveBytes (\(limit)) can ever hold: split it, or raise maxLiveBytes.")
+                }
                 let live = liveBytes
                 if live + layout.segments * configuration.segmentSize > limit {
                     metrics.backlogFullErrors.increment()
@@ -440,14 +432,15 @@ public final class WAL: Sendable {
                 }
             }
             if let end = layout.streamEnd, let direct, !direct.hasRoom(upTo: end) {
-                let fitsWhole = direct.roomThreshold(upTo: end) <= DirectWriter.alignDown(writer.streamPosition ?? 0)
-                if fitsWhole || !mayBlock {
-                    if !fitsWhole { return (.exceedsStaging, nil) }
-                    // Let the committer flush everything staged so far (whole batches only).
-                    committer.noteWritten(state.end, stagedTo: direct.stagedTo)
-                    return (.needsRoom(end: end), nil)
+                // effectiveMaxBatchBytes keeps every batch within half the ring; this is the
+                // backstop that turns a violation into an error rather than a wait forever.
+                guard direct.roomThreshold(upTo: end) <= DirectWriter.alignDown(writer.streamPosition ?? 0) else {
+                    throw WALError(.invalidArgument, path: directory, operation: "append",
+                                   hint: "The batch needs \(end - (writer.streamPosition ?? 0)) bytes of staging, more than the \(direct.ring.capacity)-byte staging ring holds: split it, or raise stagingBytes.")
                 }
-                // Too large to stage whole: the writer stages it in parts, waiting for room.
+                // Let the committer flush everything staged so far (whole batches only).
+                committer.noteWritten(state.end, stagedTo: direct.stagedTo)
+                return (.needsRoom(end: end), nil)
             }
             var spares: [SpareSegment] = []
             switch allocator.takeSpares(layout.segments, waitedSince: waitedSince) {
@@ -504,7 +497,7 @@ public final class WAL: Sendable {
         }
         // Outside the append lock, so appenders do not queue behind the committer's lock.
         committer.noteWritten(end)
-        backlog.noteAppended(range.upperBound)
+        backlog.noteAppended(range.lowerBound)
         metrics.recordsAppended.increment(by: count)
         metrics.bytesAppended.increment(by: checked.payloadBytes)
         return .copied(range)
@@ -759,12 +752,6 @@ public final class WAL: Sendable {
     func closedError(operation: String) -> WALError {
         WALError(.closed, path: directory, operation: operation, hint: "This WAL was closed: open it again to continue.")
     }
-}
-
-/// A value handed to a Dispatch thread while its owner stays suspended until that thread is
-/// done with it, so it is never used from two places at once.
-struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
 }
 
 /// The payloads of one append call, read without copying them first (a `[UInt8]` is read in

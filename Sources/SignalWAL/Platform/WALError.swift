@@ -25,7 +25,7 @@ public struct WALError: Error, Sendable, CustomStringConvertible, Equatable {
         /// holds a few (see the README); raise `ulimit -n`, or close WALs.
         case tooManyOpenFiles
         /// The live segments would exceed ``Configuration/maxLiveBytes``: consumers are behind.
-        /// Retry after they checkpoint; ``WAL/drainRate`` helps say when.
+        /// Retry after they checkpoint; ``WAL/backlogStatus`` says when (`suggestedRetryAfter`).
         case backlogFull(liveBytes: Int, limit: Int)
         /// LSNs a reader asked for are not in the log: `missing` were checkpointed and released
         /// (below ``WAL/oldestLSN``, or recycled while the reader was behind), or lost to damage

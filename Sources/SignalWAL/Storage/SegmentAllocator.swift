@@ -116,7 +116,10 @@ final class SegmentAllocator: Sendable {
             if value.ready.count >= count {
                 let segments = Array(value.ready.prefix(count))
                 value.ready.removeFirst(count)
-                value.demand = 0
+                // Only a taker that covers the demand ends it: a small batch taking one spare
+                // must not cancel a larger batch's request (it would wait for a preparation the
+                // thread, seeing enough spares, never starts).
+                if count >= value.demand { value.demand = 0 }
                 return .ready(segments)
             }
             if value.stopping {
