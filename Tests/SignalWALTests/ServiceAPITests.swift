@@ -365,6 +365,30 @@ final class ServiceAPITests: XCTestCase {
         }
     }
 
+    // MARK: What one WAL costs
+
+    /// The README's per-WAL figures: at most 3 threads (flush, allocator, and the kernel's
+    /// io_uring worker) and about 6 descriptors; the staging ring as configured.
+    func testOneOpenWALCostsWhatTheREADMESays() throws {
+        func count(_ path: String) -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).count }
+        let threadsBefore = count("/proc/self/task")
+        let descriptorsBefore = count("/proc/self/fd")
+        let directory = makeTemporaryDirectory(self)
+        var configuration = testConfiguration()
+        configuration.stagingBytes = configuration.minimumStagingBytes
+        // Synchronous, so no Dispatch or pool thread is started by the test itself.
+        let wal = try WAL.open(directory: directory, configuration: configuration)
+        for index in 0..<40 { try wal.append(testPayload(index, length: 60_000)) } // crosses segments
+        usleep(200_000)
+        let threads = count("/proc/self/task") - threadsBefore
+        let descriptors = count("/proc/self/fd") - descriptorsBefore
+        XCTAssertLessThanOrEqual(threads, 3, "threads per WAL")
+        XCTAssertLessThanOrEqual(descriptors, 8, "descriptors per WAL")
+        XCTAssertEqual(wal.direct?.ring.capacity, configuration.minimumStagingBytes)
+        try wal.close()
+        XCTAssertLessThanOrEqual(count("/proc/self/fd"), descriptorsBefore, "close gave every descriptor back")
+    }
+
     // MARK: Errors at open
 
     func testOutOfDescriptorsIsTooManyOpenFilesWithTheUlimitHint() {

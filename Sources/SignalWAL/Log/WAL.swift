@@ -607,6 +607,8 @@ public final class WAL: Sendable {
         }
     }
 
+    /// The backlog now: records and segments after the checkpoint, the oldest record's age, the
+    /// checkpoint rate (see ``Backlog``).
     public var backlogStatus: Backlog {
         let next = nextLSN
         let (checkpoint, segments, bytes) = catalog.withLock { catalog in

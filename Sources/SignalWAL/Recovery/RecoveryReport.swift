@@ -78,11 +78,13 @@ public struct RecoveryReport: Sendable, Equatable {
     /// Torn tails and incomplete batches: what a crash (kill -9, power cut) leaves routinely,
     /// never holding an acknowledged record. Expected after any crash; not damage.
     public var crashLeftovers: Int { damage.filter(\.isCrashLeftover).count }
-    /// True when recovery found nothing that may have cost an acknowledged record: no damage
-    /// beyond ``crashLeftovers``, no quarantined segment, no checkpoint problem. An ordinary
-    /// crash leaves a clean report, so "alert when not clean" pages on real damage only.
+    /// True when recovery found no damage: nothing beyond ``crashLeftovers``, no quarantined
+    /// segment, no corrupt checkpoint. An ordinary crash leaves a clean report, and so does a
+    /// WAL whose consumer never checkpointed (`checkpointProblem == "missing"`: it replays from
+    /// the oldest record, which redelivers but loses nothing), so "alert when not clean" pages
+    /// on real damage only.
     public var isClean: Bool {
-        damage.allSatisfy(\.isCrashLeftover) && quarantinedSegments.isEmpty && checkpointProblem == nil
+        damage.allSatisfy(\.isCrashLeftover) && quarantinedSegments.isEmpty && (checkpointProblem ?? "missing") == "missing"
     }
     /// True when recovery found nothing at all, crash leftovers included (a clean shutdown).
     public var isPristine: Bool { damage.isEmpty && quarantinedSegments.isEmpty && checkpointProblem == nil }
