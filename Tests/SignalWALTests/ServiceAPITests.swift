@@ -328,6 +328,23 @@ final class ServiceAPITests: XCTestCase {
         }
     }
 
+    /// A batch that needs more segments than maxLiveBytes can ever hold is not "retry later".
+    func testABatchThatCanNeverFitMaxLiveBytesIsInvalidNotBacklogFull() throws {
+        let directory = makeTemporaryDirectory(self)
+        var configuration = testConfiguration()
+        configuration.maxLiveBytes = 2 << 20
+        let wal = try WAL.open(directory: directory, configuration: configuration)
+        let batch = (0..<6).map { testPayload($0, length: 250_000) }
+        XCTAssertThrowsError(try wal.append(contentsOf: batch)) { error in
+            let error = error as! WALError
+            XCTAssertEqual(error.kind, .invalidArgument)
+            XCTAssertFalse(error.isRetryable)
+            XCTAssertTrue(error.description.contains("maxLiveBytes"), error.description)
+        }
+        XCTAssertEqual(try wal.append(contentsOf: Array(batch.prefix(3))), 1...3, "a batch that fits goes in")
+        try wal.close()
+    }
+
     func testMaxLiveBytesBelowTwoSegmentsIsRefused() {
         var configuration = testConfiguration()
         configuration.maxLiveBytes = 1 << 20
