@@ -84,13 +84,7 @@ final class ServiceAPITests: XCTestCase {
             let directory = makeTemporaryDirectory(self)
             let wal = try await WAL.open(directory: directory, configuration: testConfiguration(backend: backend))
             let good = try await wal.append([1])
-            let reader = Task { () -> (seen: [LSN], error: (any Error)?) in
-                var seen: [LSN] = []
-                do {
-                    for try await record in wal.tail(from: 1) { seen.append(record.lsn) }
-                } catch { return (seen, error) }
-                return (seen, nil)
-            }
+            let reader = tailInTask(wal)
             try await Task.sleep(for: .milliseconds(50))
             Syscall.setFaultHook { operation, path in
                 (operation == .fdatasync || operation == .pwrite) && path.hasSuffix(".wal") ? .fail(errno: EIO) : nil
@@ -110,22 +104,27 @@ final class ServiceAPITests: XCTestCase {
         }
     }
 
+    /// Tails `wal` from LSN 1 in a task: the LSNs it yielded and the error that ended it.
+    private func tailInTask(_ wal: WAL) -> Task<(seen: [LSN], error: (any Error)?), Never> {
+        Task {
+            var seen: [LSN] = []
+            do {
+                for try await record in wal.tail(from: 1) { seen.append(record.lsn) }
+            } catch { return (seen, error) }
+            return (seen, nil)
+        }
+    }
+
     func testTailThrowsClosedAfterTheWALCloses() async throws {
         let directory = makeTemporaryDirectory(self)
         let wal = try await WAL.open(directory: directory, configuration: testConfiguration())
         XCTAssertNil(wal.failure, "a healthy WAL has no failure")
         try await wal.append([1])
-        let reader = Task { () -> (count: Int, error: (any Error)?) in
-            var count = 0
-            do {
-                for try await _ in wal.tail(from: 1) { count += 1 }
-            } catch { return (count, error) }
-            return (count, nil)
-        }
+        let reader = tailInTask(wal)
         try await Task.sleep(for: .milliseconds(100))
         try await wal.close()
         let outcome = await reader.value
-        XCTAssertEqual(outcome.count, 1, "what was visible is read first")
+        XCTAssertEqual(outcome.seen, [1], "what was visible is read first")
         XCTAssertEqual((outcome.error as? WALError)?.kind, .closed, "\(String(describing: outcome.error))")
         XCTAssertThrowsError(try wal.records(from: 1)) { XCTAssertEqual(($0 as? WALError)?.kind, .closed) }
     }
@@ -134,17 +133,11 @@ final class ServiceAPITests: XCTestCase {
         let directory = makeTemporaryDirectory(self)
         let wal = try await WAL.open(directory: directory, configuration: testConfiguration())
         try await wal.append([1])
-        let reader = Task { () -> (count: Int, error: (any Error)?) in
-            var count = 0
-            do {
-                for try await _ in wal.tail(from: 1) { count += 1 }
-            } catch { return (count, error) }
-            return (count, nil)
-        }
+        let reader = tailInTask(wal)
         try await Task.sleep(for: .milliseconds(100))
         reader.cancel()
         let outcome = await reader.value
-        XCTAssertEqual(outcome.count, 1)
+        XCTAssertEqual(outcome.seen, [1])
         XCTAssertTrue(outcome.error is CancellationError, "\(String(describing: outcome.error))")
         try await wal.close()
     }

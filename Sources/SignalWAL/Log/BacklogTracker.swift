@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
 
 /// When records were appended and how fast consumers checkpoint, kept cheaply enough for the
@@ -29,22 +26,16 @@ final class BacklogTracker: Sendable {
     private let lastSample = Atomic<Int>(0)
 
     init(recoveredThrough lsn: LSN, checkpoint: LSN) {
-        let now = Self.now()
+        let now = MonotonicClock.nanoseconds()
         var initial = State()
         if lsn > checkpoint { initial.appends.append((checkpoint + 1, now)) }
         initial.checkpoints.append((checkpoint, now))
         state = ConditionLock(initial)
     }
 
-    static func now() -> Int {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return time.tv_sec * 1_000_000_000 + time.tv_nsec
-    }
-
     /// Called after each append with its first LSN; takes the lock at most once a millisecond.
     func noteAppended(_ lsn: LSN) {
-        let now = Self.now()
+        let now = MonotonicClock.nanoseconds()
         let last = lastSample.load(ordering: .relaxed)
         guard now - last >= 1_000_000, lastSample.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged else { return }
         state.withLock { value in
@@ -58,7 +49,7 @@ final class BacklogTracker: Sendable {
     }
 
     func noteCheckpoint(_ lsn: LSN) {
-        let now = Self.now()
+        let now = MonotonicClock.nanoseconds()
         state.withLock { value in
             // Keep the last sample at or below the first unprocessed record: it dates it.
             let atOrBelow = value.appends.partitionPoint { $0.lsn <= lsn + 1 }
@@ -71,7 +62,7 @@ final class BacklogTracker: Sendable {
     /// Seconds since the oldest record after `checkpoint` was appended (0 when there is none).
     func oldestUnprocessedAge(checkpoint: LSN, next: LSN) -> Double {
         guard next > checkpoint + 1 else { return 0 }
-        let now = Self.now()
+        let now = MonotonicClock.nanoseconds()
         return state.withLock { value in
             let atOrBelow = value.appends.partitionPoint { $0.lsn <= checkpoint + 1 }
             guard let dating = atOrBelow > 0 ? value.appends[atOrBelow - 1] : value.appends.first else { return 0 }
@@ -82,7 +73,7 @@ final class BacklogTracker: Sendable {
     /// Records checkpointed per second over the last 30 seconds of checkpoints (nil until
     /// there are two in that window).
     func checkpointRate() -> Double? {
-        let now = Self.now()
+        let now = MonotonicClock.nanoseconds()
         return state.withLock { value in
             let recent = value.checkpoints.filter { now - $0.at <= Self.rateWindowNanoseconds }
             guard let first = recent.first, let last = recent.last, last.at > first.at else { return nil }

@@ -180,19 +180,9 @@ final class GroupCommitter: Sendable {
     /// flush now. Appenders call it before copying, so unflushed data stays within the limit
     /// plus one batch per concurrent appender.
     func waitForRoom() throws {
-        guard let limit = maxUnflushedBytes else { return }
-        // Durable first: it only grows, so this can overstate the backlog, never understate it.
-        let durableSoFar = durableBytes.load(ordering: .acquiring)
-        if writtenBytes.load(ordering: .acquiring) &- durableSoFar < limit { return }
-        let needsFlush = state.withLock { value -> Bool in
-            guard value.written.bytes - value.durable.bytes >= limit, value.failure == nil, !value.stopped else { return false }
-            value.roomWanted = true
-            return true
-        }
-        guard needsFlush else { return }
-        state.signal(Self.work)
+        guard let needed = try roomNeeded() else { return }
         let failure: WALError? = state.wait(until: { value in
-            value.written.bytes - value.durable.bytes < limit || value.failure != nil || value.stopped
+            value.durable.bytes >= needed || value.failure != nil || value.stopped
         }, on: Self.flushed) { value in
             value.failure ?? (value.stopped ? closedError() : nil)
         }
@@ -285,12 +275,6 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    private static func monotonicNanoseconds() -> Int {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return now.tv_sec * 1_000_000_000 + now.tv_nsec
-    }
-
     private func closedError() -> WALError {
         WALError(.closed, path: directory, operation: "append", hint: "The WAL was closed: open it again to continue.")
     }
@@ -318,12 +302,12 @@ final class GroupCommitter: Sendable {
             let parts = duration.components
             intervalNanoseconds = Int(parts.seconds) * 1_000_000_000 + Int(parts.attoseconds / 1_000_000_000)
         }
-        var lastFlushStart = Self.monotonicNanoseconds()
+        var lastFlushStart = MonotonicClock.nanoseconds()
         var lastFlushDuration = 0
         while true {
             var interval: Int? = nil
             if let intervalNanoseconds, failure == nil {
-                let elapsed = Self.monotonicNanoseconds() - lastFlushStart
+                let elapsed = MonotonicClock.nanoseconds() - lastFlushStart
                 interval = max(0, intervalNanoseconds - lastFlushDuration - elapsed)
             }
             let delayed = state.wait(until: { value in scheduler.shouldWake(inputs(value)) },
@@ -335,7 +319,7 @@ final class GroupCommitter: Sendable {
                 var pause = timespec(tv_sec: batchDelayNanoseconds / 1_000_000_000, tv_nsec: batchDelayNanoseconds % 1_000_000_000)
                 nanosleep(&pause, nil)
             }
-            let flushStart = Self.monotonicNanoseconds()
+            let flushStart = MonotonicClock.nanoseconds()
             let job = state.withLock { value -> (job: FlushScheduler.Job, sealed: [OpenFile], active: OpenFile?)? in
                 value.roomWanted = false
                 guard let job = scheduler.job(inputs(value)) else { return nil }
@@ -345,7 +329,7 @@ final class GroupCommitter: Sendable {
             }
             if let job { flush(job.job, sealed: job.sealed, active: job.active, toWake: &toWake) }
             // Bounded so one stalled flush cannot make the next ones start back to back.
-            lastFlushDuration = min(Self.monotonicNanoseconds() - flushStart, (intervalNanoseconds ?? 0) / 2)
+            lastFlushDuration = min(MonotonicClock.nanoseconds() - flushStart, (intervalNanoseconds ?? 0) / 2)
             lastFlushStart = flushStart
             let done = state.withLock { value in value.stopping && scheduler.mayStop(inputs(value)) }
             if done { break }

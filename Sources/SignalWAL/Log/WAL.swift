@@ -33,6 +33,8 @@ public final class WAL: Sendable {
         /// The LSN floor recovery stored (see ``CheckpointRecord/floor``), kept in every
         /// checkpoint written after.
         var lsnFloor: LSN = 0
+        /// What ``Configuration/maxLiveBytes`` bounds.
+        var liveBytes: Int { segments.reduce(0) { $0 + $1.size } }
     }
 
     /// The directory this WAL lives in.
@@ -156,7 +158,7 @@ public final class WAL: Sendable {
         let lock = try DirectoryLock.acquire(directory: path)
         do {
             let recovered = try Recovery(directory: path, configuration: configuration).run()
-            try checkSpace(directory: path, configuration: configuration)
+            try checkSpace(directory: path, configuration: configuration, recovered: recovered)
             // So that a checkpoint, the way a full WAL frees space, never needs a new block.
             if !FileSystem.kind(of: path + "/" + CheckpointFile.standbyName).exists {
                 CheckpointFile.prepareStandby(directory: path)
@@ -181,15 +183,12 @@ public final class WAL: Sendable {
     }
 
     /// Refuses a configuration whose active segment and spares cannot fit: the free space plus
-    /// the segment files already here (which recycling reuses) must hold `1 + spareSegments`
-    /// segments. Otherwise every append would fail later, one failed preparation at a time.
-    private static func checkSpace(directory: String, configuration: Configuration) throws {
+    /// the segment files recovery found (live ones, and the reusable ones recycling turns into
+    /// spares) must hold `1 + spareSegments` segments. Otherwise every append would fail later,
+    /// one failed preparation at a time.
+    private static func checkSpace(directory: String, configuration: Configuration, recovered: RecoveredState) throws {
         guard let usage = FileSystem.usage(directory) else { return }
-        let held = ((try? FileSystem.list(directory)) ?? []).filter { $0.hasPrefix("segment-") && $0.hasSuffix(".wal") }
-            .reduce(0) { total, name in total + ((try? OpenFile.open(directory + "/" + name, writable: false)).map { file in
-                defer { file.closeQuietly() }
-                return (try? file.size()) ?? 0
-            } ?? 0) }
+        let held = recovered.segments.reduce(0) { $0 + $1.size } + recovered.reusable.count * configuration.segmentSize
         let needed = configuration.segmentSize * (1 + configuration.spareSegments)
         guard usage.available + held < needed else { return }
         throw WALError(.outOfSpace, path: directory, operation: "open",
@@ -367,7 +366,7 @@ public final class WAL: Sendable {
             case .copied(let range):
                 return range
             case .needsRoom(let end):
-                if let failure = committer.requestFlush() { throw failure }
+                // tryCopy has asked for the flush that makes the room.
                 await direct!.stagingWaiters.wait(until: direct!.roomThreshold(upTo: end))
             case .needsSpares(let events, let failures):
                 waitedSince = failures
@@ -543,7 +542,7 @@ public final class WAL: Sendable {
         let (count, bytes) = catalog.withLock { catalog -> (Int, Int) in
             catalog.segments.append(SegmentInfo(sequence: segment.sequence, path: segment.path, epoch: segment.epoch, size: segment.size,
                                                 firstLSN: firstLSN, lastLSN: 0, endOffset: Format.segmentHeaderBlock))
-            return (catalog.segments.count, catalog.segments.reduce(0) { $0 + $1.size })
+            return (catalog.segments.count, catalog.liveBytes)
         }
         metrics.liveSegments.record(count)
         metrics.liveBytes.record(bytes)
@@ -576,7 +575,7 @@ public final class WAL: Sendable {
     /// directory to go on (recovery keeps what is on disk).
     public var failure: WALError? { committer.failure }
     /// Bytes of live segments (see ``Configuration/maxLiveBytes``).
-    public var liveBytes: Int { catalog.withLock { $0.segments.reduce(0) { $0 + $1.size } } }
+    public var liveBytes: Int { catalog.withLock { $0.liveBytes } }
 
     /// How far consumers are behind, and how fast they catch up: what a service needs for its
     /// gauges and to answer `Retry-After` when appends fail with
@@ -612,7 +611,7 @@ public final class WAL: Sendable {
     public var backlogStatus: Backlog {
         let next = nextLSN
         let (checkpoint, segments, bytes) = catalog.withLock { catalog in
-            (catalog.checkpoint, catalog.segments.count, catalog.segments.reduce(0) { $0 + $1.size })
+            (catalog.checkpoint, catalog.segments.count, catalog.liveBytes)
         }
         return Backlog(records: next - 1 > checkpoint ? next - 1 - checkpoint : 0, liveSegments: segments, liveBytes: bytes,
                        limit: maxLiveBytes, oldestRecordAge: backlog.oldestUnprocessedAge(checkpoint: checkpoint, next: next),
@@ -630,7 +629,7 @@ public final class WAL: Sendable {
         metrics.backlogRecords.record(Int64(clamping: status.records))
         metrics.oldestRecordAge.record(status.oldestRecordAge)
         metrics.failed.record(failure == nil ? 0 : 1)
-        let now = BacklogTracker.now()
+        let now = MonotonicClock.nanoseconds()
         let last = filesystemSampledAt.load(ordering: .relaxed)
         if now - last >= 1_000_000_000, filesystemSampledAt.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged,
            let usage = FileSystem.usage(directory) {

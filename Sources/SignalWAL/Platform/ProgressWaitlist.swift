@@ -27,8 +27,6 @@ final class ProgressWaitlist: Sendable {
 
     init(reached: UInt64 = 0) { state = ConditionLock(State(reached: reached)) }
 
-    var reached: UInt64 { state.withLock { $0.reached } }
-
     /// Suspends until the position reaches `needed`, the list is terminated, or the task is
     /// cancelled. Callers re-check what they waited for (and `Task.isCancelled`) afterwards.
     func wait(until needed: UInt64) async {
