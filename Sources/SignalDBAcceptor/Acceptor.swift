@@ -1,0 +1,119 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import Prometheus
+import ServiceLifecycle
+import SignalDBIngest
+import SignalDBProto
+import SignalDBService
+import SignalWAL
+
+/// The acceptor process: opens (recovers) its WAL, then runs the OTLP listeners, the
+/// forwarder and the admin listener in one ServiceGroup. SIGTERM or SIGINT turns readiness off
+/// first, then stops the HTTP and gRPC listeners (in-flight requests finish), then the
+/// forwarder, then the admin listener; the WAL closes last.
+public enum Acceptor {
+    public static func run(settings: AcceptorSettings, registry: PrometheusCollectorRegistry, logger: Logger) async throws {
+        let health = Health()
+        let metrics = AcceptorMetrics()
+        metrics.ready(false)
+        if settings.walDirectoryIsDefault {
+            logger.warning("ACCEPTOR_WAL_DIR is not set: using the default relative directory, which will not persist across container restarts. Set it to a path on a persistent volume.",
+                           metadata: ["path": "\(settings.walDirectory)"])
+        }
+        let keys = try settings.apiKeysFile.map { try APIKeys.load(path: $0) }
+        if let keys {
+            logger.info("authentication on", metadata: ["keys": "\(keys.count)"])
+        } else {
+            logger.warning("authentication is off: ACCEPTOR_API_KEYS_FILE is not set, so any client may write any tenant")
+        }
+        try FileManager.default.createDirectory(atPath: settings.walDirectory, withIntermediateDirectories: true)
+
+        // Admin first, so /livez and /readyz answer while recovery runs.
+        health.setDetail("recovering the WAL in \(settings.walDirectory)")
+        var walConfiguration = Configuration()
+        walConfiguration.segmentSize = settings.walSegmentBytes
+        walConfiguration.maxRecordSize = settings.maxRequestBytes + Envelope.Constants.fixedHeaderSize + 2 * Envelope.Constants.maxNameLength + 4096
+        walConfiguration.spareSegments = settings.walSpareSegments
+        walConfiguration.durability = settings.durability
+        walConfiguration.maxLiveBytes = settings.walMaxBytes
+        walConfiguration.logger = logger
+        let started = ContinuousClock.now
+        let wal = try await WAL.open(directory: settings.walDirectory, configuration: walConfiguration)
+        let report = wal.recoveryReport
+        logger.info("WAL open", metadata: [
+            "path": "\(settings.walDirectory)", "recoveredIn": "\(ContinuousClock.now - started)",
+            "backlogRecords": "\(wal.backlogStatus.records)", "clean": "\(report.isClean)",
+        ])
+        if !report.isClean {
+            logger.error("WAL recovery found damage; see the quarantine folder and signalwal_recovery_* metrics",
+                         metadata: ["report": "\(report)"])
+        }
+        let acceptorID = try AcceptorIdentity.loadOrCreate(directory: settings.walDirectory)
+        let limiter = TenantLimiter(limits: settings.tenantLimits)
+        let space = FreeSpaceGuard(path: settings.walDirectory, reserve: settings.minFreeBytes)
+        let ingestor = Ingestor(wal: wal, keys: keys, limiter: limiter, space: space, health: health, metrics: metrics,
+                                maxRequestBytes: settings.maxRequestBytes, logger: logger)
+
+        let http = HTTPReceiver.make(address: settings.httpAddress, ingestor: ingestor, maxRequestBytes: settings.maxRequestBytes, logger: logger)
+        let grpcServer = GRPCServer(
+            transport: .http2NIOPosix(
+                address: .ipv4(host: settings.grpcAddress.host, port: settings.grpcAddress.port),
+                transportSecurity: .plaintext,
+                config: .defaults {
+                    // Without this the Python SDK's gzip gets UNIMPLEMENTED.
+                    $0.compression.enabledAlgorithms = .all
+                    $0.rpc.maxRequestPayloadSize = settings.maxRequestBytes
+                }),
+            services: [OTLPGRPCService(ingestor: ingestor)])
+
+        let writerTransport = try HTTP2ClientTransport.Posix(
+            target: .dns(host: settings.writerAddress.host, port: settings.writerAddress.port),
+            transportSecurity: .plaintext,
+            config: .defaults { $0.compression.enabledAlgorithms = .none })
+        let grpcClient = GRPCClient(transport: writerTransport)
+        let writer = Signaldb_Internal_V1_Writer.Client(wrapping: grpcClient)
+        let forwarder = Forwarder(
+            wal: wal, send: { request, metadata, options in try await writer.forward(request, metadata: metadata, options: options) },
+            acceptorID: acceptorID, settings: settings.forward, deadLetters: DeadLetters(walDirectory: settings.walDirectory, logger: logger),
+            limiter: limiter, metrics: metrics, internalKey: settings.internalKey, health: health, logger: logger)
+
+        let admin = AdminServer.make(address: settings.adminAddress, health: health, registry: registry,
+                                     beforeScrape: { wal.refreshMetrics(); forwarder.updateLag(); metrics.ready(health.isReady) },
+                                     logger: logger)
+        let background = BackgroundTasks(tasks: [{ await space.run() }])
+        // Shutdown runs in reverse: readiness off, then the listeners drain, then the forwarder,
+        // the gRPC client, the admin listener.
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: admin),
+                    .init(service: background),
+                    .init(service: GRPCClientService(grpcClient)),
+                    .init(service: forwarder),
+                    .init(service: GRPCServerService(grpcServer)),
+                    .init(service: http),
+                    .init(service: ReadinessService(health: health, drainDelay: settings.drainDelay)),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        health.setReady(true, detail: "accepting; WAL \(settings.walDirectory), acceptor id \(acceptorID)")
+        metrics.ready(true)
+        logger.info("signaldb-acceptor ready", metadata: [
+            "http": "\(settings.httpAddress)", "grpc": "\(settings.grpcAddress)", "admin": "\(settings.adminAddress)",
+            "writer": "\(settings.writerAddress)", "acceptorID": "\(acceptorID)", "durability": "\(settings.durability)",
+        ])
+        var failure: (any Error)?
+        do {
+            try await group.run()
+        } catch {
+            failure = error
+            logger.error("a service failed; shutting down", metadata: ["error": "\(error)"])
+        }
+        metrics.ready(false)
+        try await wal.close()
+        logger.info("signaldb-acceptor stopped", metadata: ["checkpoint": "\(wal.checkpointLSN)"])
+        if let failure { throw failure }
+    }
+}

@@ -1,0 +1,33 @@
+import Foundation
+import Logging
+import SignalDBAcceptor
+import SignalDBService
+
+// signaldb-acceptor: OTLP over HTTP and gRPC into a durable WAL, forwarded to the writer.
+// Settings come from the environment (and an optional JSON file); --help lists them.
+let arguments = CommandLine.arguments.dropFirst()
+if arguments.contains("--help") || arguments.contains("-h") {
+    print(Settings.helpText(service: "signaldb-acceptor",
+                            summary: "receives OTLP (HTTP and gRPC), makes each request durable in its WAL, acknowledges, then forwards it to the writer.",
+                            specs: AcceptorSettings.specs))
+    exit(0)
+}
+if let unknown = arguments.first {
+    FileHandle.standardError.write(Data("signaldb-acceptor: unknown argument '\(unknown)'. Settings are environment variables; see --help.\n".utf8))
+    exit(64)
+}
+
+do {
+    let settings = try AcceptorSettings(try await Settings.load(configFileSpec: AcceptorSettings.configFile))
+    let registry = Telemetry.bootstrap(service: "signaldb-acceptor", logLevel: settings.logLevel)
+    let logger = Logger(label: "signaldb.acceptor")
+    do {
+        try await Acceptor.run(settings: settings, registry: registry, logger: logger)
+    } catch {
+        logger.critical("signaldb-acceptor failed", metadata: ["error": "\(error)"])
+        exit(1)
+    }
+} catch {
+    FileHandle.standardError.write(Data("signaldb-acceptor: \(error)\n".utf8))
+    exit(78)
+}
