@@ -149,7 +149,8 @@ if !engineOnly {
         .executableTarget(name: "signaldb-acceptor", dependencies: ["SignalDBAcceptor", "SignalDBService"]),
         .testTarget(
             name: "SignalDBServiceTests",
-            dependencies: ["SignalDBIngest", "SignalDBService", "SignalDBAcceptor", "OTLPProto", "SignalDBProto", "SignalWAL"]
+            dependencies: ["SignalDBIngest", "SignalDBService", "SignalDBAcceptor", "OTLPProto", "SignalDBProto", "SignalWAL", "CZlib",
+                           .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
     ]
 }

@@ -28,7 +28,7 @@ public enum Acceptor {
         } else {
             logger.warning("authentication is off: ACCEPTOR_API_KEYS_FILE is not set, so any client may write any tenant")
         }
-        try FileManager.default.createDirectory(atPath: settings.walDirectory, withIntermediateDirectories: true)
+        try ServiceDirectory.ensure(settings.walDirectory, setting: "ACCEPTOR_WAL_DIR")
 
         // Admin first, so /livez and /readyz answer while recovery runs.
         health.setDetail("recovering the WAL in \(settings.walDirectory)")

@@ -10,7 +10,7 @@ public struct AcceptorSettings: Sendable {
     static let adminAddr = SettingSpec("acceptor.admin.addr", default: "127.0.0.1:9464", "admin listener: /metrics, /livez, /readyz")
     static let walDir = SettingSpec("acceptor.wal.dir", default: ".wal/acceptor", "WAL directory; put it on a persistent volume")
     static let walMaxBytes = SettingSpec("acceptor.wal.max.bytes", default: "1GiB", "most WAL bytes not yet forwarded (the engine's maxLiveBytes); past it requests get 503 + Retry-After")
-    static let walSegmentBytes = SettingSpec("acceptor.wal.segment.bytes", default: "128MiB", "size of each WAL segment file (must hold the largest request: at least twice ACCEPTOR_MAX_REQUEST_BYTES)")
+    static let walSegmentBytes = SettingSpec("acceptor.wal.segment.bytes", default: "128MiB", "size of each WAL segment file (must hold the largest request: ACCEPTOR_MAX_REQUEST_BYTES plus 64 KiB)")
     static let walSpares = SettingSpec("acceptor.wal.spare.segments", default: "2", "segments kept preallocated ahead of need")
     static let walDurability = SettingSpec("acceptor.wal.durability", default: "group", "when a request counts as durable: group (fsync before each answer, shared), interval:5ms (answer before the fsync; a crash or power cut loses up to that much), none (no fsync; a power cut loses the page cache)")
     static let minFreeBytes = SettingSpec("acceptor.wal.min.free.bytes", default: "256MiB", "free space to leave on the WAL's filesystem; below it requests get 503 + Retry-After")
@@ -71,9 +71,9 @@ public struct AcceptorSettings: Sendable {
         self.durability = durability
         minFreeBytes = try s.bytes(Self.minFreeBytes)
         maxRequestBytes = try s.bytes(Self.maxRequestBytes, in: 1024...(512 << 20))
-        guard maxRequestBytes * 2 + (64 << 10) <= walSegmentBytes else {
+        guard maxRequestBytes + (64 << 10) <= walSegmentBytes else {
             throw SettingError(Self.walSegmentBytes, s.string(Self.walSegmentBytes),
-                               "at least twice ACCEPTOR_MAX_REQUEST_BYTES (\(maxRequestBytes)) plus 64 KiB, so the largest request fits a segment")
+                               "at least ACCEPTOR_MAX_REQUEST_BYTES (\(maxRequestBytes)) plus 64 KiB, so the largest request fits a segment")
         }
         guard walMaxBytes >= 2 * walSegmentBytes else {
             throw SettingError(Self.walMaxBytes, s.string(Self.walMaxBytes), "at least two segments (2 x ACCEPTOR_WAL_SEGMENT_BYTES = \(2 * walSegmentBytes))")

@@ -1,0 +1,114 @@
+import XCTest
+@testable import SignalDBAcceptor
+@testable import SignalDBService
+@testable import SignalDBIngest
+
+final class ServiceTests: XCTestCase {
+    func testByteSizes() {
+        XCTAssertEqual(Settings.parseBytes("1GiB"), 1 << 30)
+        XCTAssertEqual(Settings.parseBytes("64MiB"), 64 << 20)
+        XCTAssertEqual(Settings.parseBytes(" 512 KiB "), 512 << 10)
+        XCTAssertEqual(Settings.parseBytes("4096"), 4096)
+        XCTAssertNil(Settings.parseBytes("lots"))
+        XCTAssertNil(Settings.parseBytes("99999999999999GiB"))
+    }
+
+    func testSettingsFromTheEnvironmentNameTheVariableOnError() async throws {
+        let ok = try await Settings.load(configFileSpec: AcceptorSettings.configFile,
+                                         environment: ["ACCEPTOR_HTTP_ADDR": "0.0.0.0:1234", "ACCEPTOR_WAL_MAX_BYTES": "2GiB"])
+        let settings = try AcceptorSettings(ok)
+        XCTAssertEqual(settings.httpAddress, ListenAddress(host: "0.0.0.0", port: 1234))
+        XCTAssertEqual(settings.walMaxBytes, 2 << 30)
+        XCTAssertEqual(settings.grpcAddress.port, 4317)
+        XCTAssertTrue(settings.walDirectoryIsDefault)
+        for (name, value) in [("ACCEPTOR_HTTP_ADDR", "nope"), ("ACCEPTOR_WAL_MAX_BYTES", "1MiB"), ("ACCEPTOR_WAL_DURABILITY", "sometimes"),
+                              ("ACCEPTOR_FORWARD_IN_FLIGHT", "0"), ("LOG_LEVEL", "loud")] {
+            let s = try await Settings.load(configFileSpec: AcceptorSettings.configFile, environment: [name: value])
+            XCTAssertThrowsError(try AcceptorSettings(s)) { error in
+                XCTAssertTrue("\(error)".contains(name), "\(error) should name \(name)")
+            }
+        }
+    }
+
+    func testConfigFileUnderTheEnvironment() async throws {
+        let path = NSTemporaryDirectory() + "acceptor-\(UInt64.random(in: 0...UInt64.max)).json"
+        try #"{"acceptor": {"grpc": {"addr": "127.0.0.1:7777"}, "http": {"addr": "127.0.0.1:8888"}}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        let s = try await Settings.load(configFileSpec: AcceptorSettings.configFile,
+                                        environment: ["ACCEPTOR_CONFIG_FILE": path, "ACCEPTOR_HTTP_ADDR": "127.0.0.1:9999"])
+        let settings = try AcceptorSettings(s)
+        XCTAssertEqual(settings.grpcAddress.port, 7777)
+        XCTAssertEqual(settings.httpAddress.port, 9999)
+    }
+
+    /// Done LSNs arriving in random order: the checkpoint is always the longest contiguous run.
+    func testDoneTrackerCheckpointsOnlyTheContiguousPrefix() {
+        for _ in 0..<200 {
+            let start = LSNValue.random(in: 0...1000)
+            let n = Int.random(in: 1...300)
+            let tracker = DoneTracker(checkpoint: start)
+            var order = Array((start + 1)...(start + UInt64(n))).shuffled()
+            var done = Set<UInt64>()
+            var checkpoint = start
+            while !order.isEmpty {
+                let chunk = Array(order.prefix(Int.random(in: 1...10)))
+                order.removeFirst(chunk.count)
+                tracker.markDone(chunk)
+                done.formUnion(chunk)
+                while done.contains(checkpoint + 1) { checkpoint += 1 }
+                if let advanced = tracker.takeAdvance() { XCTAssertEqual(advanced, checkpoint) }
+            }
+            XCTAssertEqual(checkpoint, start + UInt64(n))
+            tracker.markDone([start])  // at or below the checkpoint: ignored
+            XCTAssertNil(tracker.takeAdvance())
+        }
+    }
+
+    func testBackoffGrowsWithJitterAndStaysUnderItsCap() {
+        for attempt in 1...40 {
+            let d = Backoff.delay(attempt: attempt, max: .seconds(5))
+            XCTAssertLessThanOrEqual(d, .seconds(5))
+            let floor = min(0.1 * pow(2, Double(attempt - 1)), 5) * 0.5
+            XCTAssertGreaterThanOrEqual(d, .milliseconds(Int64(floor * 1000) - 1))
+        }
+    }
+
+    func testTenantRateLimitAdmitsItsRateThenRefusesWithRetryAfter() {
+        let limiter = TenantLimiter(limits: .init(requestsPerSecond: 5, bytesPerSecond: 0, backlogBytes: 0))
+        var admitted = 0
+        for _ in 0..<20 {
+            do { try limiter.admit(tenant: "a", bytes: 10); admitted += 1 } catch {
+                XCTAssertEqual(error.httpStatus, 429)
+                XCTAssertGreaterThanOrEqual(error.retryAfterSeconds ?? 0, 1)
+            }
+        }
+        XCTAssertTrue((5...6).contains(admitted), "\(admitted)")
+        XCTAssertNoThrow(try limiter.admit(tenant: "b", bytes: 10))
+    }
+
+    func testTenantBacklogChargesAndReleases() throws {
+        let limiter = TenantLimiter(limits: .init(requestsPerSecond: 0, bytesPerSecond: 0, backlogBytes: 100))
+        limiter.charge(lsn: 1, tenant: "a", bytes: 60)
+        limiter.charge(lsn: 1, tenant: "a", bytes: 60)  // the same LSN again: once
+        XCTAssertEqual(limiter.backlogBytes(tenant: "a"), 60)
+        XCTAssertThrowsError(try limiter.admit(tenant: "a", bytes: 50))
+        XCTAssertNoThrow(try limiter.admit(tenant: "b", bytes: 50))
+        limiter.release(through: 1)
+        XCTAssertEqual(limiter.backlogBytes(tenant: "a"), 0)
+        XCTAssertNoThrow(try limiter.admit(tenant: "a", bytes: 50))
+    }
+
+    func testAPIKeys() throws {
+        let keys = APIKeys(grants: ["k-12345678": .init(tenant: "acme", signals: [.traces])])
+        XCTAssertEqual(try keys.authorize(authorization: "Bearer k-12345678", requestedTenant: nil, signal: .traces), "acme")
+        XCTAssertEqual(try keys.authorize(authorization: "bearer k-12345678", requestedTenant: "acme", signal: .traces), "acme")
+        for (auth, tenant, signal, status) in [(nil, nil, Signal.traces, 401), ("Bearer x", nil, .traces, 401),
+                                               ("Bearer k-12345678", "other", .traces, 403), ("Bearer k-12345678", nil, .logs, 403)] {
+            XCTAssertThrowsError(try keys.authorize(authorization: auth, requestedTenant: tenant, signal: signal)) {
+                XCTAssertEqual(($0 as! IngestError).httpStatus, status)
+            }
+        }
+    }
+}
+
+typealias LSNValue = UInt64
