@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: crash-test power-cut-test soak fuzz fuzz-merge run test test-plain sanitize bench deps build clean
+.PHONY: crash-test power-cut-test soak fuzz fuzz-merge fuzz-ingest run run-acceptor test test-plain test-services service-venvs sanitize bench deps build clean
 
 # Installs liburing-dev (io_uring headers and library) when it is missing: with apt-get when
 # running as root, otherwise by printing the exact command to run.
@@ -26,24 +26,51 @@ run: deps
 	swift build --product signalwal-demo
 	.build/debug/signalwal-demo
 
-# Everything CI runs: the whole suite, the whole suite again under AddressSanitizer and under
-# ThreadSanitizer (SIGNALWAL_REDUCED=1: the loops and exhaustive cases sample fewer cases),
-# then 60 seconds of the recovery fuzzer over the committed corpus.
-test: test-plain sanitize fuzz
+# Everything CI runs: the whole Swift suite (engine and services), the services with real
+# OpenTelemetry clients (Tests/services), the engine's suite again under AddressSanitizer and
+# under ThreadSanitizer (SIGNALWAL_REDUCED=1: the loops and exhaustive cases sample fewer
+# cases), then the recovery fuzzer and the ingest fuzzer over their committed corpora.
+test: test-plain test-services sanitize fuzz fuzz-ingest
 
 test-plain: deps
 	swift build --build-tests
 	swift test
 
+# The service tests drive the real binaries with the OpenTelemetry Python SDK's exporters:
+# one venv for the protobuf exporters (HTTP and gRPC), one for the OTLP/JSON exporter (its
+# pins conflict with the first). protoc turns the link's proto into a descriptor for the
+# tests' fake writer. SERVICE_TESTS picks tests (unittest names), default all.
+VENV := .venv-services
+JSON_VENV := .venv-json
+OTEL_VERSION := 1.45.2
+SERVICE_TESTS ?= test_acceptor
+service-venvs:
+	@command -v protoc >/dev/null || { if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler; else echo "the service tests need protoc: sudo apt-get install -y protobuf-compiler"; exit 1; fi; }
+	@[ -x $(VENV)/bin/python ] || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q opentelemetry-sdk==$(OTEL_VERSION) opentelemetry-exporter-otlp-proto-http==$(OTEL_VERSION) opentelemetry-exporter-otlp-proto-grpc==$(OTEL_VERSION); }
+	@[ -x $(JSON_VENV)/bin/python ] || { python3 -m venv $(JSON_VENV) && $(JSON_VENV)/bin/pip install -q opentelemetry-sdk==$(OTEL_VERSION) opentelemetry-exporter-otlp-json-http; }
+
+test-services: deps service-venvs
+	swift build --product signaldb-acceptor
+	swift build --product signalwal
+	cd Tests/services && SIGNALDB_JSON_PYTHON=$(CURDIR)/$(JSON_VENV)/bin/python ../../$(VENV)/bin/python -m unittest -v $(SERVICE_TESTS)
+
+# The acceptor alone on its defaults (OTLP on 127.0.0.1:4318 and :4317, admin on :9464,
+# WAL in .wal/acceptor, forwarding to a writer on 127.0.0.1:50061).
+run-acceptor: deps
+	swift build --product signaldb-acceptor
+	.build/debug/signaldb-acceptor
+
 # Separate build folders, so they do not invalidate the normal build. The child processes the
 # tests start are the sanitized builds too. LeakSanitizer is off: at exit XCTest still holds
 # every teardown closure and Foundation.Process its bookkeeping, and it reports those (none of
 # its reports came from Sources/; descriptor and mapping leaks are LeakTests' job).
+# SIGNALWAL_ENGINE_ONLY=1 leaves the services out of these builds (see Package.swift): each
+# sanitizer build of Hummingbird and gRPC would cost minutes of the CI budget.
 sanitize: deps
-	swift build --build-tests --sanitize=address --scratch-path .build-asan
-	ASAN_OPTIONS=detect_leaks=0 SIGNALWAL_REDUCED=1 swift test --skip-build --sanitize=address --scratch-path .build-asan
-	swift build --build-tests --sanitize=thread --scratch-path .build-tsan
-	SIGNALWAL_REDUCED=1 swift test --skip-build --sanitize=thread --scratch-path .build-tsan
+	SIGNALWAL_ENGINE_ONLY=1 swift build --build-tests --sanitize=address --scratch-path .build-asan
+	SIGNALWAL_ENGINE_ONLY=1 ASAN_OPTIONS=detect_leaks=0 SIGNALWAL_REDUCED=1 swift test --skip-build --sanitize=address --scratch-path .build-asan
+	SIGNALWAL_ENGINE_ONLY=1 swift build --build-tests --sanitize=thread --scratch-path .build-tsan
+	SIGNALWAL_ENGINE_ONLY=1 SIGNALWAL_REDUCED=1 swift test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 # libFuzzer over recovery (Fuzz/): FUZZ_SECONDS of fuzzing starting from Fuzz/corpus. New
 # inputs go to .build-fuzz/corpus; `make fuzz-merge` folds the useful ones into Fuzz/corpus.
@@ -64,6 +91,17 @@ fuzz: deps
 
 fuzz-merge:
 	.build-fuzz/debug/signalwal-fuzz -merge=1 Fuzz/corpus .build-fuzz/corpus $(FUZZ_FLAGS)
+
+# libFuzzer over request decoding, bounded inflate and the envelope (IngestFuzzInput), from
+# Fuzz/ingest-corpus, for INGEST_FUZZ_SECONDS. Same instrumentation check as `fuzz`.
+INGEST_FUZZ_SECONDS ?= 30
+fuzz-ingest: deps
+	cd Fuzz && swift build -c debug --product signaldb-ingest-fuzz --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library --scratch-path ../.build-fuzz
+	@counters=$$(.build-fuzz/debug/signaldb-ingest-fuzz -runs=0 Fuzz/ingest-corpus/seed-000 2>&1 | sed -n 's/.*Loaded 1 modules *(\([0-9]*\) inline.*/\1/p'); \
+	  if [ "$${counters:-0}" -lt 5000 ]; then echo "signaldb-ingest-fuzz has only $${counters:-0} coverage counters: SignalDBIngest was not instrumented"; exit 1; fi; \
+	  echo "signaldb-ingest-fuzz: $$counters coverage counters"
+	mkdir -p .build-fuzz/ingest-corpus .build-fuzz/ingest-artifacts
+	.build-fuzz/debug/signaldb-ingest-fuzz .build-fuzz/ingest-corpus Fuzz/ingest-corpus -max_len=65536 -timeout=10 -rss_limit_mb=2048 -max_total_time=$(INGEST_FUZZ_SECONDS) -artifact_prefix=.build-fuzz/ingest-artifacts/ -print_final_stats=1
 
 # The side-by-side comparison (fio, RocksDB db_bench, SignalWAL): prints a Markdown table and
 # writes docs/bench/bench-results.json and docs/bench/bench-results.svg. Installs fio and

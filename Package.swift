@@ -90,6 +90,7 @@ if !engineOnly {
     package.products += [
         .executable(name: "signaldb-acceptor", targets: ["signaldb-acceptor"]),
         .library(name: "SignalDBIngest", targets: ["SignalDBIngest"]),
+        .library(name: "SignalDBIngestFuzzing", targets: ["SignalDBIngestFuzzing"]),
     ]
     package.dependencies += [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
@@ -122,6 +123,9 @@ if !engineOnly {
         ),
         // The system zlib (zlib1g-dev), for bounded gzip and deflate inflation.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // The ingest fuzz target's body (Fuzz/ has the libFuzzer entry point); the tests replay
+        // Fuzz/ingest-corpus through it.
+        .target(name: "SignalDBIngestFuzzing", dependencies: ["SignalDBIngest", "OTLPProto", protobuf]),
         // Shared by both services: settings, metrics, the admin listener, health, lifecycle,
         // authentication and per-tenant limits.
         .target(
@@ -150,6 +154,7 @@ if !engineOnly {
         .testTarget(
             name: "SignalDBServiceTests",
             dependencies: ["SignalDBIngest", "SignalDBService", "SignalDBAcceptor", "OTLPProto", "SignalDBProto", "SignalWAL", "CZlib",
+                           "SignalDBIngestFuzzing",
                            .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
     ]

@@ -30,7 +30,26 @@ public enum Acceptor {
         }
         try ServiceDirectory.ensure(settings.walDirectory, setting: "ACCEPTOR_WAL_DIR")
 
-        // Admin first, so /livez and /readyz answer while recovery runs.
+        // The admin listener runs first, in its own group, so /livez and /readyz (with what
+        // recovery is doing) answer while the WAL recovers; it stops last.
+        let scrape = ScrapeHook()
+        let admin = AdminServer.make(address: settings.adminAddress, health: health, registry: registry,
+                                     beforeScrape: { scrape.run(); metrics.ready(health.isReady) }, logger: logger)
+        let adminGroup = ServiceGroup(configuration: .init(services: [.init(service: admin)], logger: logger))
+        let adminTask = Task { try await adminGroup.run() }
+        do {
+            try await runAfterAdmin(settings: settings, health: health, metrics: metrics, keys: keys, scrape: scrape, logger: logger)
+        } catch {
+            await adminGroup.triggerGracefulShutdown()
+            _ = await adminTask.result
+            throw error
+        }
+        await adminGroup.triggerGracefulShutdown()
+        if case .failure(let error) = await adminTask.result { throw error }
+    }
+
+    static func runAfterAdmin(settings: AcceptorSettings, health: Health, metrics: AcceptorMetrics, keys: APIKeys?,
+                              scrape: ScrapeHook, logger: Logger) async throws {
         health.setDetail("recovering the WAL in \(settings.walDirectory)")
         var walConfiguration = Configuration()
         walConfiguration.segmentSize = settings.walSegmentBytes
@@ -79,16 +98,13 @@ public enum Acceptor {
             acceptorID: acceptorID, settings: settings.forward, deadLetters: DeadLetters(walDirectory: settings.walDirectory, logger: logger),
             limiter: limiter, metrics: metrics, internalKey: settings.internalKey, health: health, logger: logger)
 
-        let admin = AdminServer.make(address: settings.adminAddress, health: health, registry: registry,
-                                     beforeScrape: { wal.refreshMetrics(); forwarder.updateLag(); metrics.ready(health.isReady) },
-                                     logger: logger)
+        scrape.set { wal.refreshMetrics(); forwarder.updateLag() }
         let background = BackgroundTasks(tasks: [{ await space.run() }])
-        // Shutdown runs in reverse: readiness off, then the listeners drain, then the forwarder,
-        // the gRPC client, the admin listener.
+        // Shutdown runs in reverse: readiness off, then the listeners drain, then the forwarder
+        // and the gRPC client; the WAL closes, then the admin listener stops.
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: admin),
                     .init(service: background),
                     .init(service: GRPCClientService(grpcClient)),
                     .init(service: forwarder),

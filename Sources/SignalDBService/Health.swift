@@ -39,3 +39,15 @@ public final class Health: Sendable {
 
     public var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
 }
+
+/// What `/metrics` refreshes before it renders (gauges that are read, not pushed). Set once the
+/// things it reads exist; until then a scrape shows what is already recorded.
+public final class ScrapeHook: Sendable {
+    private let hook = Mutex<(@Sendable () -> Void)?>(nil)
+
+    public init() {}
+
+    public func set(_ body: @escaping @Sendable () -> Void) { hook.withLock { $0 = body } }
+
+    public func run() { hook.withLock { $0 }?() }
+}
