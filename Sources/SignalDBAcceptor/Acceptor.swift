@@ -18,6 +18,9 @@ public enum Acceptor {
         let health = Health()
         let metrics = AcceptorMetrics()
         metrics.ready(false)
+        if settings.durability == .none {
+            logger.warning("ACCEPTOR_WAL_DURABILITY=none: requests are acknowledged before any fsync. A power cut loses what the page cache held, and the WAL may then hand out LSNs again that the writer already holds, so it can drop records acknowledged after the restart too. Use group for the durability promise.")
+        }
         if settings.walDirectoryIsDefault {
             logger.warning("ACCEPTOR_WAL_DIR is not set: using the default relative directory, which will not persist across container restarts. Set it to a path on a persistent volume.",
                            metadata: ["path": "\(settings.walDirectory)"])
@@ -73,12 +76,15 @@ public enum Acceptor {
         let limiter = TenantLimiter(limits: settings.tenantLimits)
         let space = FreeSpaceGuard(path: settings.walDirectory, reserve: settings.minFreeBytes)
         let ingestor = Ingestor(wal: wal, keys: keys, limiter: limiter, space: space, health: health, metrics: metrics,
-                                maxRequestBytes: settings.maxRequestBytes, logger: logger)
+                                maxRequestBytes: settings.maxRequestBytes, decodeBudget: DecodeBudget(bytes: settings.decodeBudgetBytes), logger: logger)
 
-        let http = HTTPReceiver.make(address: settings.httpAddress, ingestor: ingestor, maxRequestBytes: settings.maxRequestBytes, logger: logger)
+        let http = HTTPReceiver.make(address: settings.httpAddress, ingestor: ingestor, maxRequestBytes: settings.maxRequestBytes,
+                                     idleTimeout: settings.httpIdleTimeout, logger: logger)
         let grpcServer = GRPCServer(
             transport: .http2NIOPosix(
-                address: .ipv4(host: settings.grpcAddress.host, port: settings.grpcAddress.port),
+                address: settings.grpcAddress.host.contains(":")
+                    ? .ipv6(host: settings.grpcAddress.host, port: settings.grpcAddress.port)
+                    : .ipv4(host: settings.grpcAddress.host == "localhost" ? "127.0.0.1" : settings.grpcAddress.host, port: settings.grpcAddress.port),
                 transportSecurity: .plaintext,
                 config: .defaults {
                     // Without this the Python SDK's gzip gets UNIMPLEMENTED.
@@ -102,18 +108,22 @@ public enum Acceptor {
         let background = BackgroundTasks(tasks: [{ await space.run() }])
         // Shutdown runs in reverse: readiness off, then the listeners drain, then the forwarder
         // and the gRPC client; the WAL closes, then the admin listener stops.
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [
-                    .init(service: background),
-                    .init(service: GRPCClientService(grpcClient)),
-                    .init(service: forwarder),
-                    .init(service: GRPCServerService(grpcServer)),
-                    .init(service: http),
-                    .init(service: ReadinessService(health: health, drainDelay: settings.drainDelay)),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [
+                .init(service: background),
+                .init(service: GRPCClientService(grpcClient)),
+                .init(service: forwarder),
+                .init(service: GRPCServerService(grpcServer)),
+                .init(service: http),
+                .init(service: ReadinessService(health: health, drainDelay: settings.drainDelay)),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        // A client that never finishes its request cannot hold the shutdown: past the bound the
+        // remaining services are cancelled (their unanswered requests were never acknowledged).
+        groupConfiguration.maximumGracefulShutdownDuration = settings.shutdownTimeout
+        groupConfiguration.maximumCancellationDuration = .seconds(10)
+        let group = ServiceGroup(configuration: groupConfiguration)
         health.setReady(true, detail: "accepting; WAL \(settings.walDirectory), acceptor id \(acceptorID)")
         metrics.ready(true)
         logger.info("signaldb-acceptor ready", metadata: [

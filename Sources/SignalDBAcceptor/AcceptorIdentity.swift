@@ -9,7 +9,13 @@ enum AcceptorIdentity {
 
     static func loadOrCreate(directory: String) throws -> String {
         let path = directory + "/" + fileName
-        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+        if access(path, F_OK) == 0 || errno != ENOENT {
+            // It exists (or cannot be checked): never replace it. A new id would make the writer
+            // take this WAL's backlog for another acceptor's data and store it again.
+            let text: String
+            do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+                throw ServiceStartError("cannot read \(path): \(error.localizedDescription). It names this acceptor to the writer; fix its owner or mode (the service user must read it), or restore it from a backup.")
+            }
             let id = text.trimmingCharacters(in: .whitespacesAndNewlines)
             guard UUID(uuidString: id) != nil else {
                 throw ServiceStartError("\(path) holds '\(id.prefix(40))', not a UUID. It names this acceptor to the writer: restore it from a backup, or delete it only if this WAL's records were never forwarded.")

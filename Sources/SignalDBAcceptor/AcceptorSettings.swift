@@ -27,13 +27,17 @@ public struct AcceptorSettings: Sendable {
     static let tenantBytes = SettingSpec("acceptor.tenant.max.bytes.per.second", default: "0", "per-tenant decoded bytes per second (0: no limit)")
     static let tenantBacklog = SettingSpec("acceptor.tenant.max.backlog.bytes", default: "0", "per-tenant bytes appended and not yet forwarded (0: no limit)")
     static let drainSeconds = SettingSpec("acceptor.shutdown.drain.seconds", default: "0", "on SIGTERM, seconds /readyz reports not ready before the listeners close")
+    static let shutdownTimeout = SettingSpec("acceptor.shutdown.timeout.seconds", default: "30", "on SIGTERM, the longest the listeners may take to finish in-flight requests before they are cancelled")
+    static let decodeBudget = SettingSpec("acceptor.decode.budget.bytes", default: "256MiB", "request bytes being read and decoded at once, across all connections; past it requests get 503 + Retry-After")
+    static let idleTimeout = SettingSpec("acceptor.http.idle.timeout.seconds", default: "60", "an HTTP connection that sends nothing for this long is closed (slow or stuck clients)")
     static let internalKey = SettingSpec("signaldb.internal.key", default: "", "shared key for the acceptor-to-writer link; when set on both sides an unauthenticated forward is refused")
     static let logLevel = SettingSpec("log.level", default: "info", "trace, debug, info, notice, warning, error or critical")
 
     public static let specs: [SettingSpec] = [
         configFile, httpAddr, grpcAddr, adminAddr, walDir, walMaxBytes, walSegmentBytes, walSpares, walDurability, minFreeBytes,
         maxRequestBytes, writerAddr, forwardBatchRecords, forwardBatchBytes, forwardInFlight, forwardTimeout, forwardBackoffMax,
-        breakerFailures, apiKeysFile, tenantRequests, tenantBytes, tenantBacklog, drainSeconds, internalKey, logLevel,
+        breakerFailures, apiKeysFile, tenantRequests, tenantBytes, tenantBacklog, drainSeconds, shutdownTimeout, decodeBudget,
+        idleTimeout, internalKey, logLevel,
     ]
 
     public var httpAddress: ListenAddress
@@ -52,6 +56,9 @@ public struct AcceptorSettings: Sendable {
     public var apiKeysFile: String?
     public var tenantLimits: TenantLimiter.Limits
     public var drainDelay: Duration
+    public var shutdownTimeout: Duration
+    public var decodeBudgetBytes: Int
+    public var httpIdleTimeout: Duration
     public var internalKey: String?
     public var logLevel: Logger.Level
 
@@ -91,6 +98,12 @@ public struct AcceptorSettings: Sendable {
                              bytesPerSecond: try s.double(Self.tenantBytes, in: 0...1e12),
                              backlogBytes: try s.bytes(Self.tenantBacklog))
         drainDelay = try s.seconds(Self.drainSeconds, in: 0...300)
+        shutdownTimeout = try s.seconds(Self.shutdownTimeout, in: 1...3600)
+        httpIdleTimeout = try s.seconds(Self.idleTimeout, in: 1...3600)
+        decodeBudgetBytes = try s.bytes(Self.decodeBudget, in: 1...Int.max)
+        guard decodeBudgetBytes >= maxRequestBytes else {
+            throw SettingError(Self.decodeBudget, s.string(Self.decodeBudget), "at least ACCEPTOR_MAX_REQUEST_BYTES (\(maxRequestBytes)), or the largest request could never be read")
+        }
         internalKey = s.optionalString(Self.internalKey)
         let level = s.string(Self.logLevel)
         guard let logLevel = Logger.Level(rawValue: level) else { throw SettingError(Self.logLevel, level, "trace, debug, info, notice, warning, error or critical") }

@@ -63,11 +63,32 @@ final class Forwarder: Service {
                 try await self.forwardForever()
             }
         } catch where !(error is CancellationError) {
-            // The WAL failed under the forwarder. The acceptor stops taking data (readiness off,
-            // appends fail with 503) and waits for its supervisor: a restart runs recovery.
+            // The WAL failed under the forwarder (transient read and checkpoint errors are
+            // retried in place). Throwing ends the service group, so the process exits 1 and
+            // its supervisor restarts it: recovery then runs on the WAL.
             logger.critical("the forwarder stopped: the WAL failed", metadata: ["error": "\(error)"])
             health.setReady(false, detail: "forwarder stopped: \(error)")
-            try? await gracefulShutdown()
+            throw error
+        }
+    }
+
+    /// Runs `body` until it succeeds; errors are retried with backoff unless the WAL itself has
+    /// failed (then they are fatal) or the task is cancelled.
+    func retrying<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            do {
+                return try await body()
+            } catch {
+                if error is CancellationError || Task.isCancelled { throw CancellationError() }
+                if let failure = wal.failure { throw failure }
+                attempt += 1
+                let delay = Backoff.delay(attempt: attempt, max: settings.backoffMax)
+                if attempt == 1 || attempt % 20 == 0 {
+                    logger.error("forwarder: \(what) failed; retrying", metadata: ["error": "\(error)", "attempt": "\(attempt)", "retryIn": "\(delay)"])
+                }
+                try await Task.sleep(for: delay)
+            }
         }
     }
 
@@ -78,7 +99,7 @@ final class Forwarder: Service {
         try await withThrowingTaskGroup(of: Void.self) { group in
             var running = 0
             while !Task.isCancelled {
-                let batch = try await readBatch(from: next, tracker: tracker)
+                let batch = try await retrying("reading the WAL") { try await readBatch(from: next, tracker: tracker) }
                 switch batch {
                 case .records(let records):
                     for r in records where r.lsn <= recoveredThrough {
@@ -165,7 +186,7 @@ final class Forwarder: Service {
 
     func advanceCheckpoint(_ tracker: DoneTracker) async throws {
         guard let through = tracker.takeAdvance() else { return }
-        _ = try await wal.checkpoint(upTo: through)
+        _ = try await retrying("checkpointing") { try await wal.checkpoint(upTo: through) }
         limiter.release(through: through)
         updateLag()
     }
@@ -181,7 +202,7 @@ final class Forwarder: Service {
         var pending = [LSN: Record](uniqueKeysWithValues: records.map { ($0.lsn, $0) })
         // A record that is not an envelope can never be stored: dead-letter it here.
         for record in records where (try? Envelope(decoding: record.payload)) == nil {
-            if deadLetter(record, reason: "not a valid envelope") { pending[record.lsn] = nil; tracker.markDone(record.lsn...record.lsn) }
+            if deadLetter(record, reason: "not a valid envelope") { pending[record.lsn] = nil; tracker.markDone([record.lsn]) }
         }
         var attempt = 0
         while !pending.isEmpty && !Task.isCancelled {
@@ -217,9 +238,10 @@ final class Forwarder: Service {
                 tracker.markDone(done)
                 metrics.forwarded(records: done.count)
                 if pending.isEmpty { return }
-                // The writer took part of the batch (it was busy): resend the rest shortly.
-                attempt = 0
-                try? await Task.sleep(for: .milliseconds(50))
+                // The writer took part of the batch (it was busy), or a dead letter could not be
+                // written: resend the rest after a backoff that grows while nothing moves.
+                attempt = done.isEmpty ? attempt + 1 : 0
+                try? await Task.sleep(for: Backoff.delay(attempt: max(1, attempt), max: settings.backoffMax))
             } catch {
                 if Task.isCancelled { return }
                 attempt += 1
@@ -262,7 +284,27 @@ final class DoneTracker: Sendable {
 
     init(checkpoint: LSN) { state = Mutex(State(checkpoint: checkpoint)) }
 
-    func markDone(_ lsns: some Sequence<LSN>) {
+    /// A range that starts at or below the next LSN (a gap at the head, say) moves the
+    /// checkpoint without being expanded into the set.
+    func markDone(_ range: ClosedRange<LSN>) {
+        state.withLock { s in
+            if range.lowerBound <= s.checkpoint + 1 {
+                if range.upperBound > s.checkpoint {
+                    s.checkpoint = range.upperBound
+                    s.advanced = true
+                }
+                s.done = s.done.filter { $0 > s.checkpoint }
+            } else {
+                for lsn in range { s.done.insert(lsn) }
+            }
+            while s.done.remove(s.checkpoint + 1) != nil {
+                s.checkpoint += 1
+                s.advanced = true
+            }
+        }
+    }
+
+    func markDone(_ lsns: [LSN]) {
         state.withLock { s in
             for lsn in lsns where lsn > s.checkpoint { s.done.insert(lsn) }
             while s.done.remove(s.checkpoint + 1) != nil {

@@ -56,6 +56,8 @@ struct OTLPGRPCService: RegistrableRPCService {
             throw IngestError(.invalid, "the request could not be read: \(error)", reason: "body_read")
         }
         guard let body else { throw IngestError(.invalid, "the call sent no request message") }
+        try ingestor.decodeBudget.acquire(body.count)
+        defer { ingestor.decodeBudget.release(body.count) }
         return try await ingestor.ingest(signal: signal, body: body, encoding: .protobuf, tenant: who.tenant, dataset: who.dataset)
     }
 

@@ -1,4 +1,5 @@
 import HTTPTypes
+import NIOCore
 import Hummingbird
 import Logging
 import SignalDBIngest
@@ -13,7 +14,7 @@ enum HTTPReceiver {
     static let tenantHeader = HTTPField.Name("X-Tenant-ID")!
     static let datasetHeader = HTTPField.Name("X-Dataset-ID")!
 
-    static func make(address: ListenAddress, ingestor: Ingestor, maxRequestBytes: Int, logger: Logger) -> some ApplicationProtocol {
+    static func make(address: ListenAddress, ingestor: Ingestor, maxRequestBytes: Int, idleTimeout: Duration, logger: Logger) -> some ApplicationProtocol {
         let metrics = ingestor.metrics
         let responder = CallbackResponder<BasicRequestContext> { request, _ in
             let encoding = contentEncoding(request.headers[.contentType]) ?? .protobuf
@@ -37,7 +38,9 @@ enum HTTPReceiver {
                 return response
             }
         }
+        let idle = TimeAmount.nanoseconds(Int64(idleTimeout.components.seconds) * 1_000_000_000 + idleTimeout.components.attoseconds / 1_000_000_000)
         return Application(responder: responder,
+                           server: .http1(configuration: .init(idleTimeout: idle)),
                            configuration: .init(address: .hostname(address.host, port: address.port), serverName: "signaldb-acceptor"),
                            logger: logger)
     }
@@ -57,9 +60,15 @@ enum HTTPReceiver {
         let who = try ingestor.authorize(.init(authorization: request.headers[.authorization],
                                                tenant: request.headers[tenantHeader], dataset: request.headers[datasetHeader]),
                                          signal: signal)
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxRequestBytes {
+        let declared = request.headers[.contentLength].flatMap(Int.init)
+        if let declared, declared > maxRequestBytes {
             throw BodyDecompression.tooLarge(maxRequestBytes)
         }
+        // Reserve what reading can hold (all of the limit when the length is not declared),
+        // then what inflating adds.
+        let reserved = min(maxRequestBytes, declared ?? maxRequestBytes)
+        try ingestor.decodeBudget.acquire(reserved)
+        defer { ingestor.decodeBudget.release(reserved) }
         var raw: ByteBuffer
         do {
             raw = try await request.body.collect(upTo: maxRequestBytes)
@@ -68,6 +77,9 @@ enum HTTPReceiver {
         } catch {
             throw IngestError(.invalid, "the request body could not be read: \(error)", reason: "body_read")
         }
+        let inflateReserve = coding == .identity ? 0 : maxRequestBytes
+        try ingestor.decodeBudget.acquire(inflateReserve)
+        defer { ingestor.decodeBudget.release(inflateReserve) }
         let body = try BodyDecompression.decode(raw.readBytes(length: raw.readableBytes) ?? [], coding: coding, limit: maxRequestBytes)
         return try await ingestor.ingest(signal: signal, body: body, encoding: encoding, tenant: who.tenant, dataset: who.dataset)
     }

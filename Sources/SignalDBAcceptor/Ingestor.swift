@@ -17,10 +17,12 @@ public final class Ingestor: Sendable {
     let metrics: AcceptorMetrics
     let maxRequestBytes: Int
     let maxRecordBytes: Int
+    let decodeBudget: DecodeBudget
     let logger: Logger
 
     init(wal: WAL, keys: APIKeys?, limiter: TenantLimiter, space: FreeSpaceGuard, health: Health,
-         metrics: AcceptorMetrics, maxRequestBytes: Int, logger: Logger) {
+         metrics: AcceptorMetrics, maxRequestBytes: Int, decodeBudget: DecodeBudget, logger: Logger) {
+        self.decodeBudget = decodeBudget
         self.wal = wal
         self.keys = keys
         self.limiter = limiter
@@ -65,9 +67,6 @@ public final class Ingestor: Sendable {
     /// it is durable.
     public func ingest(signal: Signal, body: [UInt8], encoding: Envelope.Encoding, tenant: String, dataset: String) async throws(IngestError) -> Accepted {
         metrics.bytesReceived(signal: signal, count: body.count)
-        if health.isShuttingDown {
-            throw IngestError(.unavailable(retryAfterSeconds: 1), "the acceptor is shutting down; retry (another replica, or this one after restart)", reason: "shutting_down")
-        }
         if let failure = wal.failure {
             throw IngestError(.unavailable(retryAfterSeconds: 30), "the acceptor's WAL failed (\(failure.kind)); an operator must look at it: \(failure.hint)", reason: "wal_failed")
         }

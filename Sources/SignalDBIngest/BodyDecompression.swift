@@ -2,8 +2,8 @@ import CZlib
 
 /// Inflates a request body under `Content-Encoding: gzip` or `deflate`, refusing to produce more
 /// than `limit` bytes: the output grows in steps and decompression stops the moment it would
-/// pass the limit, so a small gzip bomb never makes the acceptor allocate more than the limit
-/// (plus one 64 KiB step).
+/// pass the limit, so a small gzip bomb never makes the acceptor hold more than the limit (plus
+/// one 64 KiB step; while the output grows, the old and new buffers briefly coexist).
 public enum BodyDecompression {
     /// The encodings accepted, from the `Content-Encoding` header (case-insensitive). Nil and
     /// `identity` mean none.
@@ -77,6 +77,10 @@ public enum BodyDecompression {
                 if output.count + produced > limit {
                     failure = tooLarge(limit)
                     return
+                }
+                if output.count + produced > output.capacity {
+                    // Grow by hand: append's doubling could reserve up to twice the limit.
+                    output.reserveCapacity(min(limit, max(output.capacity * 2, output.count + produced)))
                 }
                 output.append(contentsOf: chunk[0..<produced])
                 switch result {

@@ -8,7 +8,8 @@ import Synchronization
 /// Backlog bytes are charged when a request is appended and released when the forwarder's
 /// checkpoint passes it; records recovered at start-up are charged as the forwarder reads them.
 /// The table of pending records is bounded by the WAL's own bound (one entry per record), and
-/// kept only when the backlog limit is on.
+/// kept only when the backlog limit is on. Rate buckets are dropped once full (a full bucket
+/// is the same as none) when more than 10,000 tenants have one.
 public final class TenantLimiter: Sendable {
     public struct Limits: Sendable {
         public var requestsPerSecond: Double
@@ -40,9 +41,16 @@ public final class TenantLimiter: Sendable {
         var requests: [String: Bucket] = [:]
         var bytes: [String: Bucket] = [:]
         var backlog: [String: Int] = [:]
-        /// LSN -> (tenant, bytes), for records charged and not yet released.
-        var pending: [UInt64: (String, Int)] = [:]
+        /// Records charged and not yet released, in LSN order (charges arrive nearly in order,
+        /// so insertion is from the back and release pops from the front).
+        var pending: [(lsn: UInt64, tenant: String, bytes: Int)] = []
+        var pendingHead = 0
+        /// Everything at or below was released: a charge that arrives late is ignored.
+        var releasedThrough: UInt64 = 0
     }
+
+    /// Buckets kept before full ones (the same as none) are dropped.
+    static let maxBuckets = 10_000
 
     public let limits: Limits
     private let state = Mutex(State())
@@ -56,16 +64,14 @@ public final class TenantLimiter: Sendable {
         let limits = self.limits
         let wait: Double? = state.withLock { s in
             if limits.backlogBytes > 0, s.backlog[tenant, default: 0] + bytes > limits.backlogBytes { return -1 }
-            if limits.requestsPerSecond > 0 {
-                var b = s.requests[tenant] ?? Bucket(tokens: limits.requestsPerSecond, updated: now)
-                if let w = b.take(1, rate: limits.requestsPerSecond, now: now) { s.requests[tenant] = b; return w }
-                s.requests[tenant] = b
-            }
-            if limits.bytesPerSecond > 0 {
-                var b = s.bytes[tenant] ?? Bucket(tokens: limits.bytesPerSecond, updated: now)
-                if let w = b.take(Double(bytes), rate: limits.bytesPerSecond, now: now) { s.bytes[tenant] = b; return w }
-                s.bytes[tenant] = b
-            }
+            if s.requests.count > Self.maxBuckets || s.bytes.count > Self.maxBuckets { Self.dropFullBuckets(&s, limits: limits, now: now) }
+            // Both buckets are checked on copies and committed only when both admit.
+            var requestBucket = s.requests[tenant] ?? Bucket(tokens: limits.requestsPerSecond, updated: now)
+            var byteBucket = s.bytes[tenant] ?? Bucket(tokens: limits.bytesPerSecond, updated: now)
+            if limits.requestsPerSecond > 0, let w = requestBucket.take(1, rate: limits.requestsPerSecond, now: now) { return w }
+            if limits.bytesPerSecond > 0, let w = byteBucket.take(Double(bytes), rate: limits.bytesPerSecond, now: now) { return w }
+            if limits.requestsPerSecond > 0 { s.requests[tenant] = requestBucket }
+            if limits.bytesPerSecond > 0 { s.bytes[tenant] = byteBucket }
             return nil
         }
         guard let wait else { return }
@@ -79,12 +85,25 @@ public final class TenantLimiter: Sendable {
                           reason: "tenant_rate")
     }
 
-    /// Charges an appended record to its tenant's backlog (idempotent per LSN).
+    static func dropFullBuckets(_ s: inout State, limits: Limits, now: ContinuousClock.Instant) {
+        func full(_ b: Bucket, _ rate: Double) -> Bool {
+            var b = b
+            return b.take(0, rate: rate, now: now) == nil && b.tokens >= rate
+        }
+        s.requests = s.requests.filter { !full($0.value, limits.requestsPerSecond) }
+        s.bytes = s.bytes.filter { !full($0.value, limits.bytesPerSecond) }
+    }
+
+    /// Charges an appended record to its tenant's backlog (once per LSN; ignored when the
+    /// checkpoint already passed it).
     public func charge(lsn: UInt64, tenant: String, bytes: Int) {
         guard limits.backlogBytes > 0 else { return }
         state.withLock { s in
-            guard s.pending[lsn] == nil else { return }
-            s.pending[lsn] = (tenant, bytes)
+            guard lsn > s.releasedThrough else { return }
+            var i = s.pending.count
+            while i > s.pendingHead && s.pending[i - 1].lsn > lsn { i -= 1 }
+            if i > s.pendingHead && s.pending[i - 1].lsn == lsn { return }
+            s.pending.insert((lsn, tenant, bytes), at: i)
             s.backlog[tenant, default: 0] += bytes
         }
     }
@@ -93,10 +112,16 @@ public final class TenantLimiter: Sendable {
     public func release(through lsn: UInt64) {
         guard limits.backlogBytes > 0 else { return }
         state.withLock { s in
-            for (key, value) in s.pending where key <= lsn {
-                s.pending[key] = nil
-                s.backlog[value.0, default: 0] -= value.1
-                if s.backlog[value.0] == 0 { s.backlog[value.0] = nil }
+            s.releasedThrough = max(s.releasedThrough, lsn)
+            while s.pendingHead < s.pending.count && s.pending[s.pendingHead].lsn <= lsn {
+                let entry = s.pending[s.pendingHead]
+                s.pendingHead += 1
+                s.backlog[entry.tenant, default: 0] -= entry.bytes
+                if s.backlog[entry.tenant] == 0 { s.backlog[entry.tenant] = nil }
+            }
+            if s.pendingHead > 1024 && s.pendingHead * 2 > s.pending.count {
+                s.pending.removeFirst(s.pendingHead)
+                s.pendingHead = 0
             }
         }
     }

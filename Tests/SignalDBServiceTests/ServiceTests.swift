@@ -112,3 +112,38 @@ final class ServiceTests: XCTestCase {
 }
 
 typealias LSNValue = UInt64
+
+final class BudgetTests: XCTestCase {
+    func testDecodeBudgetRefusesPastItsCapacityAndReleases() throws {
+        let budget = DecodeBudget(bytes: 100)
+        try budget.acquire(60)
+        XCTAssertThrowsError(try budget.acquire(41)) { XCTAssertEqual(($0 as! IngestError).httpStatus, 503) }
+        try budget.acquire(40)
+        budget.release(60)
+        try budget.acquire(60)
+        budget.release(100)
+        XCTAssertEqual(budget.inUse, 0)
+    }
+
+    /// Charges arriving out of LSN order, late ones after a release, and releases in steps:
+    /// the backlog is always the sum of charged records above the release point.
+    func testTenantBacklogWithRandomOrderAndLateCharges() {
+        for _ in 0..<100 {
+            let limiter = TenantLimiter(limits: .init(requestsPerSecond: 0, bytesPerSecond: 0, backlogBytes: 1 << 40))
+            var expected: [UInt64: Int] = [:]
+            var released: UInt64 = 0
+            var lsns = Array(UInt64(1)...UInt64(200)).shuffled()
+            while !lsns.isEmpty {
+                let lsn = lsns.removeLast()
+                limiter.charge(lsn: lsn, tenant: "t", bytes: Int(lsn))
+                if lsn > released { expected[lsn] = Int(lsn) }
+                if Int.random(in: 0...9) == 0 {
+                    released += UInt64.random(in: 0...30)
+                    limiter.release(through: released)
+                    expected = expected.filter { $0.key > released }
+                }
+                XCTAssertEqual(limiter.backlogBytes(tenant: "t"), expected.values.reduce(0, +))
+            }
+        }
+    }
+}
