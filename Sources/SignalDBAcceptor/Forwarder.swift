@@ -62,7 +62,9 @@ final class Forwarder: Service {
             try await cancelWhenGracefulShutdown {
                 try await self.forwardForever()
             }
-        } catch where !(error is CancellationError) {
+        } catch is CancellationError {
+            return  // the graceful shutdown itself
+        } catch {
             // The WAL failed under the forwarder (transient read and checkpoint errors are
             // retried in place). Throwing ends the service group, so the process exits 1 and
             // its supervisor restarts it: recovery then runs on the WAL.

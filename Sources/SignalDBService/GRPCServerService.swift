@@ -58,7 +58,8 @@ public struct BackgroundTasks: Service {
     public init(tasks: [@Sendable () async -> Void]) { self.tasks = tasks }
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        // Ending by cancellation is how these stop, not a failure.
+        try? await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 for task in tasks { group.addTask { await task() } }
             }

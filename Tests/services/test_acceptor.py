@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.error
 import zlib
 
 import grpc
@@ -472,6 +473,24 @@ class TestCrashAndShutdown(AcceptorTestCase):
         in_wal = {s.span_id for _, env, msg in decoded_wal(self.wal) for s in spans_of(msg)}
         self.assertFalse(acked - in_wal)
         self.assertGreater(len(acked), 0)
+
+
+class TestDrain(AcceptorTestCase):
+    acceptor_env = {"ACCEPTOR_SHUTDOWN_DRAIN_SECONDS": "2"}
+
+    def test_readiness_goes_false_first_and_requests_are_still_served(self):
+        import urllib.request
+        self.acceptor.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d/readyz" % self.acceptor.admin_port, timeout=2)
+            self.fail("/readyz still 200 after SIGTERM")
+        except urllib.error.HTTPError as e:
+            self.assertEqual(e.code, 503)
+            self.assertIn(b"shutting down", e.read())
+        self.assertEqual(post(self.acceptor.http + "/v1/traces", span_request(1).SerializeToString())[0], 200)
+        self.assertEqual(self.acceptor.proc.wait(timeout=20), 0)
+        self.assertEqual(self.wal_count(), 1)
 
 
 class TestDeadLetters(AcceptorTestCase):
