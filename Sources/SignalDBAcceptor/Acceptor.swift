@@ -121,7 +121,7 @@ public enum Acceptor {
             logger: logger)
         // A client that never finishes its request cannot hold the shutdown: past the bound the
         // remaining services are cancelled (their unanswered requests were never acknowledged).
-        groupConfiguration.maximumGracefulShutdownDuration = settings.shutdownTimeout
+        groupConfiguration.maximumGracefulShutdownDuration = settings.drainDelay + settings.shutdownTimeout
         groupConfiguration.maximumCancellationDuration = .seconds(10)
         let group = ServiceGroup(configuration: groupConfiguration)
         health.setReady(true, detail: "accepting; WAL \(settings.walDirectory), acceptor id \(acceptorID)")

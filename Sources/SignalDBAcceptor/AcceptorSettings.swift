@@ -101,8 +101,9 @@ public struct AcceptorSettings: Sendable {
         shutdownTimeout = try s.seconds(Self.shutdownTimeout, in: 1...3600)
         httpIdleTimeout = try s.seconds(Self.idleTimeout, in: 1...3600)
         decodeBudgetBytes = try s.bytes(Self.decodeBudget, in: 1...Int.max)
-        guard decodeBudgetBytes >= maxRequestBytes else {
-            throw SettingError(Self.decodeBudget, s.string(Self.decodeBudget), "at least ACCEPTOR_MAX_REQUEST_BYTES (\(maxRequestBytes)), or the largest request could never be read")
+        guard decodeBudgetBytes >= 2 * maxRequestBytes + (1 << 20) else {
+            throw SettingError(Self.decodeBudget, s.string(Self.decodeBudget),
+                               "at least twice ACCEPTOR_MAX_REQUEST_BYTES plus 1 MiB (\(2 * maxRequestBytes + (1 << 20))): the largest compressed request and its inflated body must fit at once")
         }
         internalKey = s.optionalString(Self.internalKey)
         let level = s.string(Self.logLevel)

@@ -180,9 +180,14 @@ final class Forwarder: Service {
         var iterator = wal.tail(from: lsn, limit: 1).makeAsyncIterator()
         do {
             _ = try await iterator.next()
-        } catch let error as WALError {
-            if case .gap = error.kind { return }
-            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            // A gap, or a transient read error (say EMFILE mapping a segment): the next read,
+            // which retries, reports and handles it. Only a failed WAL ends the forwarder.
+            if let failure = wal.failure { throw failure }
+            if Task.isCancelled { throw CancellationError() }
+            try await Task.sleep(for: .milliseconds(100))
         }
     }
 

@@ -77,10 +77,14 @@ enum HTTPReceiver {
         } catch {
             throw IngestError(.invalid, "the request body could not be read: \(error)", reason: "body_read")
         }
-        let inflateReserve = coding == .identity ? 0 : maxRequestBytes
-        try ingestor.decodeBudget.acquire(inflateReserve)
-        defer { ingestor.decodeBudget.release(inflateReserve) }
-        let body = try BodyDecompression.decode(raw.readBytes(length: raw.readableBytes) ?? [], coding: coding, limit: maxRequestBytes)
+        // Inflating charges the budget as its output grows.
+        var inflated = 0
+        defer { ingestor.decodeBudget.release(inflated) }
+        let body = try BodyDecompression.decode(raw.readBytes(length: raw.readableBytes) ?? [], coding: coding, limit: maxRequestBytes) {
+            (bytes: Int) throws(IngestError) in
+            try ingestor.decodeBudget.acquire(bytes)
+            inflated += bytes
+        }
         return try await ingestor.ingest(signal: signal, body: body, encoding: encoding, tenant: who.tenant, dataset: who.dataset)
     }
 

@@ -28,19 +28,22 @@ public enum BodyDecompression {
 
     /// The decoded body. Throws `.tooLarge` past `limit` and `.invalid` for a corrupt or
     /// truncated stream.
-    public static func decode(_ body: [UInt8], coding: Coding, limit: Int) throws(IngestError) -> [UInt8] {
+    /// `reserve` is called with each growth of the output buffer, before it is allocated, so a
+    /// caller can charge a memory budget as inflation proceeds (it throws to stop).
+    public static func decode(_ body: [UInt8], coding: Coding, limit: Int,
+                              reserve: (Int) throws(IngestError) -> Void = { _ in }) throws(IngestError) -> [UInt8] {
         switch coding {
         case .identity:
             guard body.count <= limit else { throw tooLarge(limit) }
             return body
         case .gzip:
-            return try inflate(body, windowBits: 15 + 16, limit: limit, name: "gzip")
+            return try inflate(body, windowBits: 15 + 16, limit: limit, name: "gzip", reserve: reserve)
         case .deflate:
             // RFC 9110's deflate is the zlib format; some clients send raw deflate. Try both.
             do {
-                return try inflate(body, windowBits: 15, limit: limit, name: "deflate")
+                return try inflate(body, windowBits: 15, limit: limit, name: "deflate", reserve: reserve)
             } catch let error where error.kind == .invalid {
-                return try inflate(body, windowBits: -15, limit: limit, name: "deflate")
+                return try inflate(body, windowBits: -15, limit: limit, name: "deflate", reserve: reserve)
             }
         }
     }
@@ -49,7 +52,8 @@ public enum BodyDecompression {
         IngestError(.tooLarge, "the request body is larger than \(limit) bytes after decompression (ACCEPTOR_MAX_REQUEST_BYTES): split the export into smaller batches")
     }
 
-    private static func inflate(_ input: [UInt8], windowBits: Int32, limit: Int, name: String) throws(IngestError) -> [UInt8] {
+    private static func inflate(_ input: [UInt8], windowBits: Int32, limit: Int, name: String,
+                                reserve: (Int) throws(IngestError) -> Void) throws(IngestError) -> [UInt8] {
         guard !input.isEmpty else {
             throw IngestError(.invalid, "the body is empty but Content-Encoding says \(name)", reason: "corrupt_encoding")
         }
@@ -59,7 +63,9 @@ public enum BodyDecompression {
         }
         defer { inflateEnd(&stream) }
         var output = [UInt8]()
-        output.reserveCapacity(min(limit, max(step, input.count * 4)))
+        let initial = min(limit, max(step, input.count * 4))
+        try reserve(initial + step)  // the output and the 64 KiB chunk
+        output.reserveCapacity(initial)
         var chunk = [UInt8](repeating: 0, count: step)
         var finished = false
         var consumedAll = false
@@ -80,7 +86,12 @@ public enum BodyDecompression {
                 }
                 if output.count + produced > output.capacity {
                     // Grow by hand: append's doubling could reserve up to twice the limit.
-                    output.reserveCapacity(min(limit, max(output.capacity * 2, output.count + produced)))
+                    let grown = min(limit, max(output.capacity * 2, output.count + produced))
+                    do throws(IngestError) { try reserve(grown - output.capacity) } catch {
+                        failure = error
+                        return
+                    }
+                    output.reserveCapacity(grown)
                 }
                 output.append(contentsOf: chunk[0..<produced])
                 switch result {

@@ -63,7 +63,9 @@ public final class TenantLimiter: Sendable {
         let now = ContinuousClock.now
         let limits = self.limits
         let wait: Double? = state.withLock { s in
-            if limits.backlogBytes > 0, s.backlog[tenant, default: 0] + bytes > limits.backlogBytes { return -1 }
+            // A tenant with nothing waiting is always let in, so a request larger than the
+            // limit is not refused forever.
+            if limits.backlogBytes > 0, let waiting = s.backlog[tenant], waiting + bytes > limits.backlogBytes { return -1 }
             if s.requests.count > Self.maxBuckets || s.bytes.count > Self.maxBuckets { Self.dropFullBuckets(&s, limits: limits, now: now) }
             // Both buckets are checked on copies and committed only when both admit.
             var requestBucket = s.requests[tenant] ?? Bucket(tokens: limits.requestsPerSecond, updated: now)

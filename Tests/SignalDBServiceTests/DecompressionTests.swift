@@ -70,6 +70,27 @@ final class DecompressionTests: XCTestCase {
         }
     }
 
+    /// The reserve callback sees every growth before it happens: the total it is asked for
+    /// stays within the limit plus one chunk, and its refusal stops inflation with its error.
+    func testInflateChargesItsGrowthThroughReserve() throws {
+        let limit = 1 << 20
+        for size in [0, 1000, 300_000, limit, limit + 1] {
+            let body = (0..<size).map { UInt8($0 % 13) }
+            var charged = 0
+            let result = Result { () throws(IngestError) -> [UInt8] in
+                try BodyDecompression.decode(compress(body, windowBits: 31), coding: .gzip, limit: limit) { charged += $0 }
+            }
+            XCTAssertLessThanOrEqual(charged, limit + (64 << 10), "\(size)")
+            XCTAssertEqual(size <= limit, (try? result.get()) == body)
+        }
+        var charged = 0
+        XCTAssertThrowsError(try BodyDecompression.decode(compress([UInt8](repeating: 7, count: 1 << 20), windowBits: 31), coding: .gzip, limit: 4 << 20) {
+            (bytes: Int) throws(IngestError) in
+            charged += bytes
+            if charged > 300_000 { throw IngestError(.unavailable(retryAfterSeconds: 1), "budget", reason: "decode_budget") }
+        }) { XCTAssertEqual(($0 as! IngestError).httpStatus, 503) }
+    }
+
     func testContentEncodingHeader() throws {
         XCTAssertEqual(try BodyDecompression.Coding(header: nil), .identity)
         XCTAssertEqual(try BodyDecompression.Coding(header: " GZIP "), .gzip)
