@@ -39,9 +39,16 @@ public enum Acceptor {
         let admin = AdminServer.make(address: settings.adminAddress, health: health, registry: registry,
                                      beforeScrape: { scrape.run(); metrics.ready(health.isReady) }, logger: logger)
         let adminGroup = ServiceGroup(configuration: .init(services: [.init(service: admin)], logger: logger))
-        let adminTask = Task { try await adminGroup.run() }
+        let (adminFailures, adminFailed) = AsyncStream<String>.makeStream()
+        let adminTask = Task {
+            do { try await adminGroup.run() } catch {
+                adminFailed.yield("\(error)")
+                throw error
+            }
+        }
         do {
-            try await runAfterAdmin(settings: settings, health: health, metrics: metrics, keys: keys, scrape: scrape, logger: logger)
+            try await runAfterAdmin(settings: settings, health: health, metrics: metrics, keys: keys, scrape: scrape,
+                                    adminFailures: adminFailures, logger: logger)
         } catch {
             await adminGroup.triggerGracefulShutdown()
             _ = await adminTask.result
@@ -52,7 +59,7 @@ public enum Acceptor {
     }
 
     static func runAfterAdmin(settings: AcceptorSettings, health: Health, metrics: AcceptorMetrics, keys: APIKeys?,
-                              scrape: ScrapeHook, logger: Logger) async throws {
+                              scrape: ScrapeHook, adminFailures: AsyncStream<String>, logger: Logger) async throws {
         health.setDetail("recovering the WAL in \(settings.walDirectory)")
         var walConfiguration = Configuration()
         walConfiguration.segmentSize = settings.walSegmentBytes
@@ -111,6 +118,7 @@ public enum Acceptor {
         var groupConfiguration = ServiceGroupConfiguration(
             services: [
                 .init(service: background),
+                .init(service: AdminWatch(failures: adminFailures)),
                 .init(service: GRPCClientService(grpcClient)),
                 .init(service: forwarder),
                 .init(service: GRPCServerService(grpcServer)),
@@ -141,5 +149,23 @@ public enum Acceptor {
         try await wal.close()
         logger.info("signaldb-acceptor stopped", metadata: ["checkpoint": "\(wal.checkpointLSN)"])
         if let failure { throw failure }
+    }
+}
+
+/// Ends the acceptor when the admin listener fails (a port in use, say): without it there would
+/// be no /livez, /readyz or /metrics, and nothing would notice until the next shutdown.
+struct AdminWatch: Service {
+    let failures: AsyncStream<String>
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                for await failure in failures {
+                    throw ServiceStartError("the admin listener stopped: \(failure). Check ACCEPTOR_ADMIN_ADDR (a port in use?)")
+                }
+            }
+        } catch is CancellationError {
+            return  // the graceful shutdown
+        }
     }
 }

@@ -565,6 +565,20 @@ class TestStartup(unittest.TestCase):
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("ACCEPTOR_WAL_MAX_BYTES='lots'", out.stderr)
 
+    def test_admin_port_in_use_ends_the_acceptor(self):
+        tmp = tempfile.mkdtemp(prefix="acceptor-admin-")
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            acceptor = Acceptor(os.path.join(tmp, "wal"), 1)
+            acceptor.env["ACCEPTOR_ADMIN_ADDR"] = "127.0.0.1:%d" % busy.getsockname()[1]
+            acceptor.start(wait_ready=False)
+            code = acceptor.proc.wait(timeout=30)
+            acceptor.log.close()
+        self.assertEqual(code, 1)
+        self.assertIn("the admin listener stopped", acceptor.read_log())
+        shutil.rmtree(tmp, ignore_errors=True)
+
     def test_unwritable_wal_directory_is_a_clear_error(self):
         if os.geteuid() == 0:
             path = "/proc/signaldb-cannot-exist/wal"
