@@ -11,9 +11,9 @@ final class FuzzCorpusTests: XCTestCase {
         let names = try FileManager.default.contentsOfDirectory(atPath: corpus).sorted()
         XCTAssertGreaterThanOrEqual(names.count, 5, "the seeds at least")
         let scratch = makeTemporaryDirectory(self)
-        // Under the sanitizers (SIGNALWAL_REDUCED) a spread of 30 seeds: each costs about a second
+        // Under the sanitizers (SIGNALWAL_REDUCED) a spread of 15 seeds: each costs about a second
         // there, and the plain pass and `make fuzz` replay them all.
-        let step = reducedIterations ? max(1, names.count / 30) : 1
+        let step = reducedIterations ? max(1, names.count / 15) : 1
         for name in stride(from: 0, to: names.count, by: step).map({ names[$0] }) {
             let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: corpus + "/" + name)))
             let problems = bytes.withUnsafeBytes { RecoveryFuzzInput.run($0, scratch: scratch) }
