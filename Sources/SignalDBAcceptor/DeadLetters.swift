@@ -38,12 +38,3 @@ final class DeadLetters: Sendable {
                        metadata: ["lsn": "\(lsn)", "tenant": "\(decoded?.tenant ?? "?")", "reason": "\(reason)", "path": "\(directory)/\(name).envelope"])
     }
 }
-
-extension DurableFile {
-    static func fsyncDirectory(_ directory: String) throws {
-        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard dfd >= 0 else { throw ServiceStartError("cannot open \(directory) to fsync it: \(String(cString: strerror(errno)))") }
-        defer { close(dfd) }
-        guard fsync(dfd) == 0 else { throw ServiceStartError("cannot fsync \(directory): \(String(cString: strerror(errno)))") }
-    }
-}
