@@ -36,8 +36,6 @@ public final class Health: Sendable {
     public func beginShutdown() {
         state.withLock { $0.shuttingDown = true }
     }
-
-    public var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
 }
 
 /// What `/metrics` refreshes before it renders (gauges that are read, not pushed). Set once the
