@@ -89,6 +89,7 @@ var package = Package(
 if !engineOnly {
     package.products += [
         .executable(name: "signaldb-acceptor", targets: ["signaldb-acceptor"]),
+        .executable(name: "signaldb-writer", targets: ["signaldb-writer"]),
         .library(name: "SignalDBIngest", targets: ["SignalDBIngest"]),
         .library(name: "SignalDBIngestFuzzing", targets: ["SignalDBIngestFuzzing"]),
     ]
@@ -104,6 +105,7 @@ if !engineOnly {
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ]
     let protobuf: Target.Dependency = .product(name: "SwiftProtobuf", package: "swift-protobuf")
     let grpcCore: Target.Dependency = .product(name: "GRPCCore", package: "grpc-swift-2")
@@ -140,7 +142,7 @@ if !engineOnly {
                            .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "Prometheus", package: "swift-prometheus"),
-                           grpcCore]
+                           grpcCore, grpcProtobuf, grpcTransport]
         ),
         // The acceptor: OTLP over HTTP and gRPC into its WAL, and the forwarder to the writer.
         .target(
@@ -153,10 +155,25 @@ if !engineOnly {
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         .executableTarget(name: "signaldb-acceptor", dependencies: ["SignalDBAcceptor", "SignalDBService"]),
+        // Where rows go: the Store protocol, OTLP-to-row mapping, and the embedded SQLite store
+        // (GRDB). No network code and no WAL: a second store is a new type here.
+        .target(
+            name: "SignalDBStore",
+            dependencies: ["SignalDBIngest", "OTLPProto", protobuf, .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        // The writer: the Forward listener into its WAL, the per-acceptor marks, and the
+        // committer from the WAL into the store.
+        .target(
+            name: "SignalDBWriter",
+            dependencies: ["SignalDBService", "SignalDBIngest", "SignalDBStore", "SignalDBProto", "SignalWAL",
+                           grpcCore, grpcProtobuf, grpcTransport,
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
+        ),
+        .executableTarget(name: "signaldb-writer", dependencies: ["SignalDBWriter", "SignalDBService"]),
         .testTarget(
             name: "SignalDBServiceTests",
             dependencies: ["SignalDBIngest", "SignalDBService", "SignalDBAcceptor", "OTLPProto", "SignalDBProto", "SignalWAL", "CZlib",
-                           "SignalDBIngestFuzzing",
+                           "SignalDBIngestFuzzing", "SignalDBStore", "SignalDBWriter",
                            .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
     ]

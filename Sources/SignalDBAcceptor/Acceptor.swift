@@ -33,33 +33,16 @@ public enum Acceptor {
         }
         try ServiceDirectory.ensure(settings.walDirectory, setting: "ACCEPTOR_WAL_DIR")
 
-        // The admin listener runs first, in its own group, so /livez and /readyz (with what
-        // recovery is doing) answer while the WAL recovers; it stops last.
         let scrape = ScrapeHook()
-        let admin = AdminServer.make(address: settings.adminAddress, health: health, registry: registry,
-                                     beforeScrape: { scrape.run(); metrics.ready(health.isReady) }, logger: logger)
-        let adminGroup = ServiceGroup(configuration: .init(services: [.init(service: admin)], logger: logger))
-        let (adminFailures, adminFailed) = AsyncStream<String>.makeStream()
-        let adminTask = Task {
-            do { try await adminGroup.run() } catch {
-                adminFailed.yield("\(error)")
-                throw error
-            }
-        }
-        do {
+        try await AdminServer.running(address: settings.adminAddress, setting: "ACCEPTOR_ADMIN_ADDR", health: health, registry: registry,
+                                      beforeScrape: { scrape.run(); metrics.ready(health.isReady) }, logger: logger) { watch in
             try await runAfterAdmin(settings: settings, health: health, metrics: metrics, keys: keys, scrape: scrape,
-                                    adminFailures: adminFailures, logger: logger)
-        } catch {
-            await adminGroup.triggerGracefulShutdown()
-            _ = await adminTask.result
-            throw error
+                                    adminWatch: watch, logger: logger)
         }
-        await adminGroup.triggerGracefulShutdown()
-        if case .failure(let error) = await adminTask.result { throw error }
     }
 
     static func runAfterAdmin(settings: AcceptorSettings, health: Health, metrics: AcceptorMetrics, keys: APIKeys?,
-                              scrape: ScrapeHook, adminFailures: AsyncStream<String>, logger: Logger) async throws {
+                              scrape: ScrapeHook, adminWatch: AdminWatch, logger: Logger) async throws {
         health.setDetail("recovering the WAL in \(settings.walDirectory)")
         var walConfiguration = Configuration()
         walConfiguration.segmentSize = settings.walSegmentBytes
@@ -89,9 +72,7 @@ public enum Acceptor {
                                      idleTimeout: settings.httpIdleTimeout, logger: logger)
         let grpcServer = GRPCServer(
             transport: .http2NIOPosix(
-                address: settings.grpcAddress.host.contains(":")
-                    ? .ipv6(host: settings.grpcAddress.host, port: settings.grpcAddress.port)
-                    : .ipv4(host: settings.grpcAddress.host == "localhost" ? "127.0.0.1" : settings.grpcAddress.host, port: settings.grpcAddress.port),
+                address: settings.grpcAddress.grpcBindAddress,
                 transportSecurity: .plaintext,
                 config: .defaults {
                     // Without this the Python SDK's gzip gets UNIMPLEMENTED.
@@ -118,7 +99,7 @@ public enum Acceptor {
         var groupConfiguration = ServiceGroupConfiguration(
             services: [
                 .init(service: background),
-                .init(service: AdminWatch(failures: adminFailures)),
+                .init(service: adminWatch),
                 .init(service: GRPCClientService(grpcClient)),
                 .init(service: forwarder),
                 .init(service: GRPCServerService(grpcServer)),
@@ -149,23 +130,5 @@ public enum Acceptor {
         try await wal.close()
         logger.info("signaldb-acceptor stopped", metadata: ["checkpoint": "\(wal.checkpointLSN)"])
         if let failure { throw failure }
-    }
-}
-
-/// Ends the acceptor when the admin listener fails (a port in use, say): without it there would
-/// be no /livez, /readyz or /metrics, and nothing would notice until the next shutdown.
-struct AdminWatch: Service {
-    let failures: AsyncStream<String>
-
-    func run() async throws {
-        do {
-            try await cancelWhenGracefulShutdown {
-                for await failure in failures {
-                    throw ServiceStartError("the admin listener stopped: \(failure). Check ACCEPTOR_ADMIN_ADDR (a port in use?)")
-                }
-            }
-        } catch is CancellationError {
-            return  // the graceful shutdown
-        }
     }
 }

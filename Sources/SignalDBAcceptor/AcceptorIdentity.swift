@@ -1,4 +1,5 @@
 import Foundation
+import SignalDBService
 import SignalWAL
 
 /// The acceptor's id: a UUID created the first time a WAL directory is used and kept in it as
@@ -26,10 +27,4 @@ enum AcceptorIdentity {
         try DurableFile.write(Array((id + "\n").utf8), to: path)
         return id
     }
-}
-
-/// A start-up failure with a message that names the path, the cause and the fix.
-public struct ServiceStartError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
 }

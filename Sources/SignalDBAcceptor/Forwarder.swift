@@ -217,6 +217,8 @@ final class Forwarder: Service {
             if Task.isCancelled { return }
             var request = Signaldb_Internal_V1_ForwardRequest()
             request.acceptorID = acceptorID
+            // Lets the writer forget everything at or below it (its marks stay small).
+            request.settledLsn = wal.checkpointLSN
             request.records = pending.keys.sorted().map { lsn in
                 var r = Signaldb_Internal_V1_ForwardedRecord()
                 r.lsn = lsn
@@ -328,15 +330,6 @@ final class DoneTracker: Sendable {
             s.advanced = false
             return s.checkpoint
         }
-    }
-}
-
-/// Exponential backoff from 100 ms, doubling to `max`, with full jitter in its upper half.
-enum Backoff {
-    static func delay(attempt: Int, max: Duration) -> Duration {
-        let base = 0.1 * pow(2.0, Double(min(attempt - 1, 20)))
-        let capped = min(base, Double(max.components.seconds) + Double(max.components.attoseconds) / 1e18)
-        return .milliseconds(Int64(capped * Double.random(in: 0.5...1.0) * 1000))
     }
 }
 

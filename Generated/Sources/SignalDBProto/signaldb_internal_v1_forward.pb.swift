@@ -54,6 +54,10 @@ public nonisolated struct Signaldb_Internal_V1_ForwardRequest: Sendable {
   /// Records in ascending LSN order. The writer may have seen some before (a retry).
   public var records: [Signaldb_Internal_V1_ForwardedRecord] = []
 
+  /// The acceptor's checkpoint when it sent this: every LSN at or below it was acknowledged
+  /// before and will never be sent again, so the writer may forget it (docs/WRITER.md).
+  public var settledLsn: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -131,7 +135,7 @@ nonisolated extension Signaldb_Internal_V1_ForwardedRecord: SwiftProtobuf.Messag
 
 nonisolated extension Signaldb_Internal_V1_ForwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}acceptor_id\0\u{1}records\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}acceptor_id\0\u{1}records\0\u{3}settled_lsn\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -141,6 +145,7 @@ nonisolated extension Signaldb_Internal_V1_ForwardRequest: SwiftProtobuf.Message
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.acceptorID) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.records) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.settledLsn) }()
       default: break
       }
     }
@@ -153,12 +158,16 @@ nonisolated extension Signaldb_Internal_V1_ForwardRequest: SwiftProtobuf.Message
     if !self.records.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.records, fieldNumber: 2)
     }
+    if self.settledLsn != 0 {
+      try visitor.visitSingularUInt64Field(value: self.settledLsn, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Signaldb_Internal_V1_ForwardRequest, rhs: Signaldb_Internal_V1_ForwardRequest) -> Bool {
     if lhs.acceptorID != rhs.acceptorID {return false}
     if lhs.records != rhs.records {return false}
+    if lhs.settledLsn != rhs.settledLsn {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -2,8 +2,8 @@ import Foundation
 
 /// Writes a small file so it survives a crash once the call returns: temp file, fsync,
 /// rename, fsync of the directory.
-enum DurableFile {
-    static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
+public enum DurableFile {
+    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
         let temp = path + ".tmp"
         let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw ServiceStartError("cannot create \(temp): \(String(cString: strerror(errno))). Check the directory's owner and permissions.") }
@@ -29,7 +29,7 @@ enum DurableFile {
     }
 
     /// Makes entries created or renamed in `directory` durable.
-    static func fsyncDirectory(_ directory: String) throws {
+    public static func fsyncDirectory(_ directory: String) throws {
         let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dfd >= 0 else { throw ServiceStartError("cannot open \(directory) to fsync it: \(String(cString: strerror(errno)))") }
         defer { close(dfd) }

@@ -1,0 +1,116 @@
+import Foundation
+import GRDB
+
+/// The embedded store: one SQLite database (GRDB), WAL journal mode, `synchronous = FULL`.
+///
+/// FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on a power cut, and the
+/// writer checkpoints its own WAL right after a commit, so a commit that is lost after the
+/// writer's WAL has let go of the records would lose them for good.
+public final class SQLiteStore: Store {
+    let queue: DatabaseQueue
+    public let path: String
+
+    /// Opens (creating) the database at `path` and brings its schema to ``SQLiteSchema/version``.
+    /// `busyTimeout`: how long a commit waits for another connection's lock before it fails
+    /// (and the writer retries it).
+    public init(path: String, busyTimeout: Double = 1.0) throws {
+        self.path = path
+        var configuration = GRDB.Configuration()
+        configuration.busyMode = .timeout(busyTimeout)
+        configuration.label = "signaldb-store"
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            queue = try DatabaseQueue(path: path, configuration: configuration)
+            try queue.writeWithoutTransaction { db in
+                let mode = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")
+                guard mode?.lowercased() == "wal" else {
+                    throw StoreError("\(path): SQLite refused WAL journal mode (it reports '\(mode ?? "nil")'); put the store on a local filesystem")
+                }
+                let version = try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0
+                guard version <= SQLiteSchema.version else {
+                    throw StoreError("\(path) has schema version \(version), newer than this build's \(SQLiteSchema.version): run the newer signaldb-writer, or point WRITER_STORE at another file")
+                }
+                try db.inTransaction(.immediate) {
+                    for statement in SQLiteSchema.statements { try db.execute(sql: statement) }
+                    try db.execute(sql: "PRAGMA user_version = \(SQLiteSchema.version)")
+                    return .commit
+                }
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError("cannot open the SQLite store \(path): \(error). Check that its directory exists and is writable by the service user, and that the disk has room")
+        }
+    }
+
+    public func progress() throws -> StoreProgress {
+        try queue.read { db in
+            var progress = StoreProgress.empty
+            for row in try Row.fetchAll(db, sql: "SELECT source, writer_lsn, floor_lsn, held_ranges FROM ingest_progress") {
+                let source: String = row["source"]
+                if source == SQLiteSchema.walSource {
+                    progress.writerLSN = UInt64(max(0, row["writer_lsn"] as Int64? ?? 0))
+                } else if source.hasPrefix(SQLiteSchema.acceptorPrefix) {
+                    let id = String(source.dropFirst(SQLiteSchema.acceptorPrefix.count))
+                    let text: String = row["held_ranges"] ?? ""
+                    guard let held = LSNRanges(parsing: text) else {
+                        throw StoreError("\(path): ingest_progress row \(source) has held_ranges '\(text.prefix(60))', which does not parse; restore the database from a backup")
+                    }
+                    progress.acceptors[id] = AcceptorProgress(floor: UInt64(max(0, row["floor_lsn"] as Int64? ?? 0)), held: held)
+                }
+            }
+            return progress
+        }
+    }
+
+    public func commit(_ rows: StoreRows, progress: StoreProgress) throws -> CommitOutcome {
+        try queue.writeWithoutTransaction { db in
+            var outcome = CommitOutcome(inserted: 0, duplicateSpans: 0)
+            try db.inTransaction(.immediate) {
+                outcome = CommitOutcome(inserted: 0, duplicateSpans: 0)
+                let span = try db.cachedStatement(sql: SQLiteSchema.insertSpan)
+                for r in rows.spans {
+                    try span.execute(arguments: [
+                        r.tenant, r.dataset, r.traceID, r.spanID, r.parentSpanID, r.traceState, r.name, r.kind,
+                        Int64(clamping: r.startTimeUnixNano), Int64(clamping: r.endTimeUnixNano), r.statusCode, r.statusMessage,
+                        r.serviceName, r.scopeName, r.scopeVersion, r.attributes, r.resourceAttributes, r.events, r.links,
+                        Int64(clamping: r.receivedAtUnixNano),
+                    ])
+                    if db.changesCount == 0 { outcome.duplicateSpans += 1 } else { outcome.inserted += 1 }
+                }
+                let log = try db.cachedStatement(sql: SQLiteSchema.insertLog)
+                for r in rows.logs {
+                    try log.execute(arguments: [
+                        r.tenant, r.dataset, Int64(clamping: r.timeUnixNano), Int64(clamping: r.observedTimeUnixNano), r.severityNumber,
+                        r.severityText, r.body, r.traceID, r.spanID, r.eventName, r.serviceName, r.scopeName, r.attributes,
+                        r.resourceAttributes, Int64(clamping: r.receivedAtUnixNano),
+                    ])
+                }
+                let point = try db.cachedStatement(sql: SQLiteSchema.insertMetricPoint)
+                for r in rows.metricPoints {
+                    try point.execute(arguments: [
+                        r.tenant, r.dataset, r.metricName, r.description, r.unit, r.type, r.aggregationTemporality, r.isMonotonic,
+                        Int64(clamping: r.timeUnixNano), Int64(clamping: r.startTimeUnixNano), r.value, r.intValue, r.histogram,
+                        r.attributes, r.resourceAttributes, r.serviceName, r.scopeName, Int64(clamping: r.receivedAtUnixNano),
+                    ])
+                }
+                outcome.inserted += rows.logs.count + rows.metricPoints.count
+                let now = Int64(clamping: UInt64(Date().timeIntervalSince1970 * 1e9))
+                let upsert = try db.cachedStatement(sql: SQLiteSchema.upsertProgress)
+                try upsert.execute(arguments: [SQLiteSchema.walSource, Int64(clamping: progress.writerLSN), nil, nil, nil, now])
+                for (id, mark) in progress.acceptors {
+                    try upsert.execute(arguments: [SQLiteSchema.acceptorPrefix + id, nil, Int64(clamping: mark.floor),
+                                                   Int64(clamping: mark.highWater), mark.held.description, now])
+                }
+                return .commit
+            }
+            return outcome
+        }
+    }
+
+    public func close() throws {
+        try queue.close()
+    }
+}

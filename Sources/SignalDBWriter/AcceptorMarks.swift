@@ -1,0 +1,144 @@
+import SignalDBStore
+import SignalWAL
+import Synchronization
+
+/// Which acceptor LSNs the writer already holds, per acceptor: the exactly-once filter in
+/// front of the WAL (docs/WRITER.md, "Exactly once", rules W1 to W4).
+///
+/// A single high-water mark is not enough: an acceptor keeps several batches in flight, so
+/// batch 2 can be appended before batch 1 arrives, and a mark at batch 2's end would make
+/// batch 1 look already held. So each acceptor has
+/// - `floor`: the acceptor's checkpoint, sent with every forward. Every LSN at or below it was
+///   acknowledged earlier and is never sent again, so nothing below it needs remembering;
+/// - `durable`: LSNs above the floor known durable (restored from the store's progress and
+///   from the WAL records after the checkpoint);
+/// - `appended`: LSNs above the floor appended by this process, with the writer LSN that
+///   holds each, which an acknowledgement waits for.
+/// The sets above the floor stay as small as the acceptor's in-flight window.
+final class AcceptorMarks: Sendable {
+    struct Mark {
+        var floor: LSN = 0
+        var durable = LSNRanges()
+        var appended: [LSN: LSN] = [:]
+
+        var count: Int { Int(durable.count) + appended.count }
+    }
+
+    /// The most LSNs remembered above one acceptor's floor; an acceptor whose checkpoint
+    /// stopped moving cannot make the writer's memory grow without bound (its forwards get
+    /// UNAVAILABLE until it moves).
+    static let maxHeldPerAcceptor = 1_000_000
+
+    private let state = Mutex<[String: Mark]>([:])
+
+    init() {}
+
+    /// What a forward's records are, against the marks: `fresh` (indices into `lsns`) must be
+    /// appended; the rest are held, and may be acknowledged once the writer LSN `waitFor` is
+    /// durable (0: they already are). Moves the acceptor's floor to `settled` first (W2).
+    func classify(acceptor: String, settled: LSN, lsns: [LSN]) -> (fresh: [Int], waitFor: LSN, held: Int) {
+        state.withLock { marks in
+            var mark = marks[acceptor] ?? Mark()
+            if settled > mark.floor {
+                mark.floor = settled
+                mark.durable.removeAll(atOrBelow: settled)
+                mark.appended = mark.appended.filter { $0.key > settled }
+            }
+            var fresh: [Int] = []
+            var waitFor: LSN = 0
+            for (i, lsn) in lsns.enumerated() {
+                if lsn <= mark.floor || mark.durable.contains(lsn) { continue }
+                if let writerLSN = mark.appended[lsn] {
+                    waitFor = max(waitFor, writerLSN)
+                    continue
+                }
+                fresh.append(i)
+            }
+            marks[acceptor] = mark
+            return (fresh, waitFor, mark.count)
+        }
+    }
+
+    /// Records that `pairs` (acceptor LSN, writer LSN) are appended. Called under the same
+    /// ordering lock as ``classify(acceptor:settled:lsns:)``, before any other forward can
+    /// classify the same LSNs (W1).
+    func appended(acceptor: String, _ pairs: [(LSN, LSN)]) {
+        state.withLock { marks in
+            for (acceptorLSN, writerLSN) in pairs { marks[acceptor, default: Mark()].appended[acceptorLSN] = writerLSN }
+        }
+    }
+
+    /// Rebuilds the marks on open (W3): the store's progress, then the WAL's records after its
+    /// checkpoint (all durable: they survived recovery).
+    func restore(from progress: StoreProgress, walRecords: [(acceptor: String, lsn: LSN)]) {
+        state.withLock { marks in
+            for (id, p) in progress.acceptors {
+                marks[id] = Mark(floor: p.floor, durable: p.held, appended: [:])
+            }
+            for r in walRecords {
+                var mark = marks[r.acceptor] ?? Mark()
+                if r.lsn > mark.floor { mark.durable.insert(r.lsn) }
+                marks[r.acceptor] = mark
+            }
+        }
+    }
+
+    /// Each acceptor's floor, for the progress the committer stores.
+    func floors() -> [String: LSN] {
+        state.withLock { $0.mapValues(\.floor) }
+    }
+
+    /// The number of acceptors and LSNs remembered, for the metrics.
+    func size() -> (acceptors: Int, lsns: Int) {
+        state.withLock { marks in (marks.count, marks.values.reduce(0) { $0 + $1.count }) }
+    }
+}
+
+/// A FIFO lock for async code: waiters suspend (no thread blocks). It orders the forwards'
+/// classify-then-append steps (W1); the wait for durability happens after it is released, so
+/// forwards still share flushes.
+final class AsyncLock: Sendable {
+    private struct State {
+        var locked = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state = Mutex(State())
+
+    func lock() async {
+        let acquired = state.withLock { s -> Bool in
+            if s.locked { return false }
+            s.locked = true
+            return true
+        }
+        if acquired { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if !s.locked {
+                    s.locked = true
+                    return true
+                }
+                s.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// Hands the lock to the next waiter, if any.
+    func unlock() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.waiters.isEmpty {
+                s.locked = false
+                return nil
+            }
+            return s.waiters.removeFirst()
+        }
+        next?.resume()
+    }
+
+    func withLock<T>(_ body: () async throws -> T) async rethrows -> T {
+        await lock()
+        defer { unlock() }
+        return try await body()
+    }
+}
