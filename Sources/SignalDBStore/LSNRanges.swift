@@ -63,7 +63,7 @@ public struct LSNRanges: Sendable, Equatable, CustomStringConvertible {
 
     /// Drops every LSN at or below `floor`.
     public mutating func removeAll(atOrBelow floor: UInt64) {
-        let i = index(atOrAfter: floor)
+        let i = floor == .max ? ranges.count : index(atOrAfter: floor + 1)
         ranges.removeFirst(i)
         if let first = ranges.first, first.lowerBound <= floor { ranges[0] = (floor + 1)...first.upperBound }
     }
