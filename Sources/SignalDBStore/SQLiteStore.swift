@@ -66,6 +66,24 @@ public final class SQLiteStore: Store {
     }
 
     public func commit(_ rows: StoreRows, progress: StoreProgress) throws -> CommitOutcome {
+        do {
+            return try insert(rows, progress: progress)
+        } catch let error as DatabaseError {
+            let kind: StoreCommitError.Kind
+            switch error.resultCode {
+            case .SQLITE_BUSY, .SQLITE_LOCKED: kind = .busy
+            case .SQLITE_FULL: kind = .full
+            case .SQLITE_READONLY: kind = .readonly
+            case .SQLITE_IOERR: kind = .io
+            default: kind = .other
+            }
+            throw StoreCommitError(kind, "\(path): \(error)")
+        } catch {
+            throw StoreCommitError(.other, "\(path): \(error)")
+        }
+    }
+
+    private func insert(_ rows: StoreRows, progress: StoreProgress) throws -> CommitOutcome {
         try queue.writeWithoutTransaction { db in
             var outcome = CommitOutcome(inserted: 0, duplicateSpans: 0)
             try db.inTransaction(.immediate) {

@@ -62,6 +62,28 @@ public struct CommitOutcome: Sendable, Equatable {
     }
 }
 
+/// A commit that failed; every kind is transient to the writer (contract 4). `kind` feeds the
+/// `reason` label of the failure metric.
+public struct StoreCommitError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        /// Another connection holds the lock (SQLITE_BUSY, SQLITE_LOCKED).
+        case busy
+        /// The disk or the database is full (SQLITE_FULL).
+        case full
+        /// The file or its filesystem is read-only (SQLITE_READONLY).
+        case readonly
+        /// The disk failed a read or write (SQLITE_IOERR).
+        case io
+        case other
+    }
+    public let kind: Kind
+    public let description: String
+    public init(_ kind: Kind, _ description: String) {
+        self.kind = kind
+        self.description = description
+    }
+}
+
 /// A store that cannot be opened: names the path, the cause and the fix.
 public struct StoreError: Error, Sendable, CustomStringConvertible {
     public let description: String

@@ -1,15 +1,20 @@
 import Foundation
+import Logging
 import SignalDBIngest
 import SignalDBService
+import SignalDBStore
 import SignalWAL
 
 /// `signaldb-writer dead-letters list|show|replay`: the records the writer could never turn
 /// into rows, kept in `<WRITER_WAL_DIR>/dead-letters/` (see ``DeadLetters``).
 ///
-/// `replay` appends each one back to the writer's WAL (under the acceptor id
-/// `dead-letter-replay` and its old writer LSN, so a replay is stored once) and moves its files
-/// to `dead-letters/replayed/`; the writer stores it on its next start (or dead-letters it
-/// again if it still cannot). It needs the writer stopped: the WAL's lock tells.
+/// `replay` appends each one back to the writer's WAL under the acceptor id
+/// `dead-letter-replay` and its old writer LSN, then moves its files to
+/// `dead-letters/replayed/`; the writer stores it on its next start (or dead-letters it again,
+/// under its new LSN, if it still cannot). A letter whose (`dead-letter-replay`, LSN) the WAL or
+/// the store's progress already holds (a replay interrupted between the append and the move)
+/// is only moved, so each letter is replayed once. It needs the writer stopped: the WAL's lock
+/// tells.
 public enum DeadLetterCommands {
     public static let replayAcceptorID = "dead-letter-replay"
 
@@ -32,7 +37,8 @@ public enum DeadLetterCommands {
     }
 
     /// Runs one command; returns the process exit code.
-    public static func run(_ arguments: [String], walDirectory: String) async -> Int32 {
+    public static func run(_ arguments: [String], settings: WriterSettings) async -> Int32 {
+        let walDirectory = settings.walDirectory
         let folder = walDirectory + "/" + DeadLetters.folder
         do {
             switch arguments.first {
@@ -69,7 +75,11 @@ public enum DeadLetterCommands {
                 }
                 let wal: WAL
                 do {
-                    wal = try await WAL.open(directory: walDirectory)
+                    var configuration = Configuration()
+                    configuration.segmentSize = settings.walSegmentBytes
+                    configuration.maxRecordSize = settings.maxRecordBytes
+                    configuration.spareSegments = settings.walSpareSegments
+                    wal = try await WAL.open(directory: walDirectory, configuration: configuration)
                 } catch let error as WALError {
                     if case .locked = error.kind {
                         print("\(walDirectory) is in use: stop signaldb-writer first, then replay")
@@ -77,16 +87,23 @@ public enum DeadLetterCommands {
                     }
                     throw error
                 }
+                // What an interrupted replay already appended: in the WAL after its checkpoint, or
+                // stored (the store's progress for the replay id).
+                var already = Set<LSN>()
+                let store = try SQLiteStore(path: settings.sqlitePath, busyTimeout: settings.storeBusyTimeout)
+                defer { try? store.close() }
+                let records = try Writer.reconcile(wal: wal, store: store, logger: Logger(label: "signaldb.writer.dead-letters"))
+                for r in records.walRecords where r.acceptor == replayAcceptorID { already.insert(r.lsn) }
+                let stored = records.progress.acceptors[replayAcceptorID]
                 let done = folder + "/replayed"
                 if mkdir(done, 0o700) != 0 && errno != EEXIST { throw ServiceStartError("cannot create \(done): \(String(cString: strerror(errno)))") }
                 var replayed = 0
                 for letter in all {
                     guard let bytes = FileManager.default.contents(atPath: letter.envelopePath).map({ [UInt8]($0) }) else { continue }
-                    // A record that was not even a writer record is stored as it was; the
-                    // writer dead-letters it again if it still cannot store it.
-                    let record = (try? WriterRecord(decoding: bytes))?.encoded()
-                        ?? WriterRecord(acceptorID: replayAcceptorID, acceptorLSN: letter.lsn, envelope: bytes).encoded()
-                    _ = try await wal.append(record)
+                    let held = already.contains(letter.lsn) || stored.map { letter.lsn <= $0.floor || $0.held.contains(letter.lsn) } == true
+                    if !held {
+                        _ = try await wal.append(WriterRecord(acceptorID: replayAcceptorID, acceptorLSN: letter.lsn, envelope: bytes).encoded())
+                    }
                     for path in [letter.envelopePath, letter.jsonPath] {
                         let target = done + "/" + (path as NSString).lastPathComponent
                         guard rename(path, target) == 0 else { throw ServiceStartError("cannot move \(path) to \(target): \(String(cString: strerror(errno)))") }

@@ -36,7 +36,7 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
     {
         if let internalKey {
             let sent = request.metadata[stringValues: "x-signaldb-internal-key"].first(where: { _ in true })
-            guard sent == internalKey else {
+            guard let sent, Self.constantTimeEqual(sent, internalKey) else {
                 metrics.forward(result: "unauthenticated", records: 0)
                 throw RPCError(code: .unauthenticated, message: "x-signaldb-internal-key is missing or wrong: set SIGNALDB_INTERNAL_KEY to the same value on the acceptor and the writer")
             }
@@ -138,6 +138,17 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
         return response
     }
 
+    /// Compares without an early exit, so the time taken does not tell how much of a guess
+    /// was right.
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        var difference = UInt8(truncatingIfNeeded: x.count ^ y.count)
+        for i in 0..<max(x.count, y.count) {
+            difference |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+        }
+        return difference == 0 && x.count == y.count
+    }
+
     func backlogFull() -> RPCError {
         metrics.backpressure()
         let retry = wal.backlogStatus.suggestedRetryAfter
@@ -156,7 +167,7 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
         default:
             if wal.failure != nil {
                 health.setReady(false, detail: "the WAL failed: \(error)")
-                logger.critical("the writer's WAL failed; the process exits so that recovery runs", metadata: ["error": "\(error)"])
+                logger.critical("the writer's WAL failed; the committer ends the process (exit 1) so that recovery runs", metadata: ["error": "\(error)"])
             }
             return RPCError(GoogleRPCStatus(code: .unavailable, message: "the writer's WAL could not append: \(error)", details: [.retryInfo(delay: .seconds(1))]))
         }

@@ -54,10 +54,23 @@ final class StoreCommitter: Service, Sendable {
     }
 
     func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await self.commitForever()
-        } onGracefulShutdown: {
-            self.stopping.store(true, ordering: .relaxed)
+        do {
+            try await withGracefulShutdownHandler {
+                try await self.commitForever()
+            } onGracefulShutdown: {
+                self.stopping.store(true, ordering: .relaxed)
+            }
+        } catch is CancellationError {
+            // Past the shutdown bound (a store that does not answer): what was not stored stays
+            // in the WAL for the next start. Not a failure of the process.
+            logger.warning("shutdown bound reached before everything was stored; the rest stays in the WAL",
+                           metadata: ["storedThrough": "\(committedLSN.load(ordering: .relaxed))", "walEnd": "\(wal.nextLSN - 1)"])
+        } catch {
+            // The WAL failed under the committer: ending the group makes the process exit 1, so
+            // its supervisor restarts it and recovery runs.
+            logger.critical("the committer stopped: the WAL failed", metadata: ["error": "\(error)"])
+            health.setReady(false, detail: "committer stopped: \(error)")
+            throw error
         }
     }
 
@@ -66,7 +79,9 @@ final class StoreCommitter: Service, Sendable {
     /// Ready while commits succeed and the backlog is below its bound.
     func refreshReadiness() {
         let full = wal.liveBytes >= maxBacklogBytes
-        if isFailing {
+        if let failure = wal.failure {
+            health.setReady(false, detail: "the WAL failed: \(failure)")
+        } else if isFailing {
             return  // the failure's own detail stays
         } else if full {
             health.setReady(false, detail: "the WAL backlog (\(wal.liveBytes) bytes) is at WRITER_WAL_MAX_BYTES (\(maxBacklogBytes)): the store is behind")
@@ -104,6 +119,7 @@ final class StoreCommitter: Service, Sendable {
                 let read = try await readAndDecode(from: next, limit: batching.records - batch.records, into: &batch)
                 if read { next = batch.last + 1; continue }
                 if stopping.load(ordering: .relaxed) || Task.isCancelled { break }
+                if let failure = wal.failure { throw failure }
                 if batch.records == 0 && batch.lost == 0 {
                     updateLag()
                     await waitForRecord(next, timeout: .milliseconds(100))
@@ -202,12 +218,14 @@ final class StoreCommitter: Service, Sendable {
     func writeDeadLetters(_ batch: Batch) async throws {
         for letter in batch.deadLetters {
             let deadLetters = self.deadLetters
-            var extra: [String: String] = [:]
-            if let acceptor = letter.acceptor { extra["acceptor_id"] = acceptor }
-            if let acceptorLSN = letter.acceptorLSN { extra["acceptor_lsn"] = String(acceptorLSN) }
-            let fields = extra
+            let acceptor = letter.acceptor, acceptorLSN = letter.acceptorLSN
             try await retrying("writing a dead letter") {
-                try await Blocking.run { try deadLetters.write(lsn: letter.lsn, envelope: letter.bytes, reason: letter.reason, extra: fields) }
+                try await Blocking.run {
+                    var extra: [String: Any] = [:]
+                    if let acceptor { extra["acceptor_id"] = acceptor }
+                    if let acceptorLSN { extra["acceptor_lsn"] = acceptorLSN }
+                    try deadLetters.write(lsn: letter.lsn, envelope: letter.bytes, reason: letter.reason, extra: extra)
+                }
             }
             metrics.deadLettered(count: 1)
         }
@@ -253,14 +271,9 @@ final class StoreCommitter: Service, Sendable {
         }
     }
 
-    /// A short label for the failure metric: busy, full, readonly, io or other.
+    /// The failure metric's `reason` label: busy, full, readonly, io or other.
     static func reason(_ error: any Error) -> String {
-        let text = "\(error)".lowercased()
-        if text.contains("busy") || text.contains("locked") { return "busy" }
-        if text.contains("full") { return "full" }
-        if text.contains("readonly") || text.contains("read-only") { return "readonly" }
-        if text.contains("i/o") || text.contains("disk i/o") { return "io" }
-        return "other"
+        (error as? StoreCommitError)?.kind.rawValue ?? "other"
     }
 
     func retrying<T>(_ what: String, _ body: () async throws -> T) async throws -> T {

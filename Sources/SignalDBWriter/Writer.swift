@@ -131,9 +131,11 @@ public enum Writer {
 
     /// Where storing resumes, and the acceptor LSNs the WAL holds (W3). Blocking.
     ///
-    /// - The store is ahead of the WAL's end: the WAL directory was replaced or lost its tail
-    ///   (group commit never acknowledges what is not on disk). Storing resumes from the WAL's
-    ///   checkpoint: its records are new to the store.
+    /// - The store is ahead of the WAL's end: the WAL directory was replaced (or damage cost it
+    ///   its tail; group commit never stores what is not on disk). Storing resumes from the
+    ///   WAL's checkpoint. For a replaced WAL its records are new to the store; if the same WAL
+    ///   lost its tail, the records between its checkpoint and its end are stored again (spans
+    ///   are caught by their natural key, logs and points are not). Logged as an error.
     /// - The store is behind the WAL's checkpoint: the store was replaced or restored from an
     ///   older backup. What lies between is gone from both; storing resumes at the checkpoint.
     static func reconcile(wal: WAL, store: any Store, logger: Logger) throws -> (committed: LSN, progress: StoreProgress, walRecords: [(acceptor: String, lsn: LSN)]) {

@@ -18,7 +18,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
 do {
     let settings = try WriterSettings(try await Settings.load(configFileSpec: WriterSettings.configFile))
     if arguments.first == "dead-letters" {
-        exit(await DeadLetterCommands.run(Array(arguments.dropFirst()), walDirectory: settings.walDirectory))
+        exit(await DeadLetterCommands.run(Array(arguments.dropFirst()), settings: settings))
     }
     if let unknown = arguments.first {
         FileHandle.standardError.write(Data("signaldb-writer: unknown argument '\(unknown)'. Settings are environment variables; see --help.\n".utf8))

@@ -1,4 +1,4 @@
-"""Shared pieces of the service tests: free ports, the acceptor process, a fake writer that
+"""Shared pieces of the service tests: free ports, the acceptor and writer processes, a fake writer that
 speaks the project's Writer proto, WAL inspection through `signalwal dump`, and envelope
 decoding (docs/ENVELOPE.md)."""
 import base64
@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import tempfile
@@ -20,6 +21,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("SIGNALDB_BUILD", os.path.join(ROOT, ".build", "debug"))
 ACCEPTOR = os.path.join(BUILD, "signaldb-acceptor")
+WRITER = os.path.join(BUILD, "signaldb-writer")
 SIGNALWAL = os.path.join(BUILD, "signalwal")
 REDUCED = os.environ.get("SIGNALWAL_REDUCED") == "1"
 
@@ -149,59 +151,50 @@ class FakeWriter:
         return False
 
 
-class Acceptor:
-    """One signaldb-acceptor process on free loopback ports with a small WAL."""
+class ServiceProcess:
+    """One service process on free loopback ports, logging to `<dir>.log`."""
+    binary = None
+    name = "service"
 
-    def __init__(self, wal_dir, writer_port, **env):
-        self.wal_dir = wal_dir
-        self.http_port, self.grpc_port, self.admin_port = free_port(), free_port(), free_port()
+    def __init__(self, data_dir, env):
         self.env = dict(os.environ)
-        self.env.update({
-            "ACCEPTOR_WAL_DIR": wal_dir,
-            "ACCEPTOR_HTTP_ADDR": "127.0.0.1:%d" % self.http_port,
-            "ACCEPTOR_GRPC_ADDR": "127.0.0.1:%d" % self.grpc_port,
-            "ACCEPTOR_ADMIN_ADDR": "127.0.0.1:%d" % self.admin_port,
-            "ACCEPTOR_WRITER_ADDR": "127.0.0.1:%d" % writer_port,
-            "ACCEPTOR_WAL_SEGMENT_BYTES": "2MiB",
-            "ACCEPTOR_MAX_REQUEST_BYTES": "512KiB",
-            "ACCEPTOR_WAL_MAX_BYTES": "16MiB",
-            "ACCEPTOR_WAL_MIN_FREE_BYTES": "0",
-            "ACCEPTOR_FORWARD_BACKOFF_MAX_SECONDS": "0.5",
-        })
         self.env.update({k: str(v) for k, v in env.items()})
         self.proc = None
-        self.log_path = wal_dir.rstrip("/") + ".log"
+        self.log = None
+        self.log_path = data_dir.rstrip("/") + ".log"
 
-    @property
-    def http(self):
-        return "http://127.0.0.1:%d" % self.http_port
-
-    @property
-    def grpc_target(self):
-        return "127.0.0.1:%d" % self.grpc_port
+    def ready_ports(self):
+        """Ports that must accept connections before the service counts as started."""
+        return []
 
     def start(self, wait_ready=True):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([ACCEPTOR], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([self.binary], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         if wait_ready:
             self.wait_ready()
         return self
+
+    def is_ready(self):
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % self.admin_port, timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def wait_ready(self, timeout=60):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError("acceptor exited with %s; log:\n%s" % (self.proc.returncode, self.read_log()))
-            try:
-                with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % self.admin_port, timeout=1) as r:
-                    if r.status == 200:
-                        # The gRPC listener binds beside HTTP; make sure it is up too.
-                        with socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1):
-                            return
-            except OSError:
-                pass
+                raise AssertionError("%s exited with %s; log:\n%s" % (self.name, self.proc.returncode, self.read_log()))
+            if self.is_ready():
+                try:
+                    for port in self.ready_ports():
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return
+                except OSError:
+                    pass
             time.sleep(0.05)
-        raise AssertionError("acceptor not ready in %ss; log:\n%s" % (timeout, self.read_log()))
+        raise AssertionError("%s not ready in %ss; log:\n%s" % (self.name, timeout, self.read_log()))
 
     def read_log(self):
         try:
@@ -214,13 +207,15 @@ class Acceptor:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
-        self.log.close()
+        if self.log:
+            self.log.close()
 
     def terminate(self, timeout=30):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=timeout)
-        self.log.close()
+        if self.log:
+            self.log.close()
         return self.proc.returncode
 
     def metrics(self):
@@ -240,6 +235,92 @@ class Acceptor:
                 if all('%s="%s"' % (k, v) in name for k, v in labels.items()):
                     total += value
         return total
+
+
+class Acceptor(ServiceProcess):
+    """One signaldb-acceptor process on free loopback ports with a small WAL."""
+    binary = ACCEPTOR
+    name = "acceptor"
+
+    def __init__(self, wal_dir, writer_port, **env):
+        self.wal_dir = wal_dir
+        self.http_port, self.grpc_port, self.admin_port = free_port(), free_port(), free_port()
+        defaults = {
+            "ACCEPTOR_WAL_DIR": wal_dir,
+            "ACCEPTOR_HTTP_ADDR": "127.0.0.1:%d" % self.http_port,
+            "ACCEPTOR_GRPC_ADDR": "127.0.0.1:%d" % self.grpc_port,
+            "ACCEPTOR_ADMIN_ADDR": "127.0.0.1:%d" % self.admin_port,
+            "ACCEPTOR_WRITER_ADDR": "127.0.0.1:%d" % writer_port,
+            "ACCEPTOR_WAL_SEGMENT_BYTES": "2MiB",
+            "ACCEPTOR_MAX_REQUEST_BYTES": "512KiB",
+            "ACCEPTOR_WAL_MAX_BYTES": "16MiB",
+            "ACCEPTOR_WAL_MIN_FREE_BYTES": "0",
+            "ACCEPTOR_FORWARD_BACKOFF_MAX_SECONDS": "0.5",
+        }
+        defaults.update(env)
+        super().__init__(wal_dir, defaults)
+
+    @property
+    def http(self):
+        return "http://127.0.0.1:%d" % self.http_port
+
+    @property
+    def grpc_target(self):
+        return "127.0.0.1:%d" % self.grpc_port
+
+    def ready_ports(self):
+        # The gRPC listener binds beside HTTP; make sure it is up too.
+        return [self.grpc_port]
+
+
+class Writer(ServiceProcess):
+    """One signaldb-writer process: its WAL in `<dir>/wal`, its SQLite store in `<dir>/store`,
+    small segments so tests cross segment boundaries and reach the backlog bound quickly."""
+    binary = WRITER
+    name = "writer"
+
+    def __init__(self, data_dir, port=None, **env):
+        self.data_dir = data_dir
+        self.wal_dir = os.path.join(data_dir, "wal")
+        self.db_path = os.path.join(data_dir, "store", "signaldb.sqlite")
+        self.port = port or free_port()
+        self.admin_port = free_port()
+        defaults = {
+            "WRITER_WAL_DIR": self.wal_dir,
+            "WRITER_STORE": "sqlite:" + self.db_path,
+            "WRITER_GRPC_ADDR": "127.0.0.1:%d" % self.port,
+            "WRITER_ADMIN_ADDR": "127.0.0.1:%d" % self.admin_port,
+            "WRITER_WAL_SEGMENT_BYTES": "2MiB",
+            "WRITER_MAX_RECORD_BYTES": "1MiB",
+            "WRITER_WAL_MAX_BYTES": "16MiB",
+            "WRITER_STORE_BACKOFF_MAX_SECONDS": "0.5",
+        }
+        defaults.update(env)
+        super().__init__(data_dir, defaults)
+
+    def ready_ports(self):
+        return [self.port]
+
+    def query(self, sql, args=()):
+        """Rows from the store, read through a separate SQLite connection (as a user would)."""
+        if not os.path.exists(self.db_path):
+            return []
+        db = sqlite3.connect(self.db_path, timeout=10)
+        try:
+            return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
+
+    def span_ids(self):
+        return [bytes.fromhex(r[0]) for r in self.query("SELECT span_id FROM spans")]
+
+    def wait_for(self, predicate, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.1)
+        return False
 
 
 def post(url, body, content_type="application/x-protobuf", headers=None, method="POST"):
