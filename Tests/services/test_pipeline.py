@@ -387,6 +387,45 @@ class TestStoreOutage(PipelineTestCase):
         self.assertEqual(self.writer.metric_sum("signaldb_writer_store_failing"), 0)
 
 
+@unittest.skipUnless(os.geteuid() == 0, "mounting a small tmpfs under the store needs root")
+class TestStoreDiskFull(PipelineTestCase):
+    """The store's filesystem fills up (a 2 MiB tmpfs): commits fail with SQLITE_FULL, the WAL
+    keeps the data, and once the filesystem grows every acknowledged span is stored once."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="pipeline-test-")
+        store = os.path.join(self.tmp, "writer", "store")
+        os.makedirs(store)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", store], check=True)
+        self.mounted = store
+        self.writer = Writer(os.path.join(self.tmp, "writer")).start()
+        self.acceptor = Acceptor(os.path.join(self.tmp, "acceptor-wal"), self.writer.port).start()
+
+    def tearDown(self):
+        self.acceptor.kill()
+        self.writer.kill()
+        subprocess.run(["umount", "-l", self.mounted])
+        super().tearDown()
+
+    def test_full_disk_under_the_store_delays_and_loses_nothing(self):
+        url = self.acceptor.http + "/v1/traces"
+        acked = set()
+        deadline = time.time() + 60
+        while time.time() < deadline and self.writer.metric_sum("signaldb_writer_store_commit_failures_total", reason="full") == 0:
+            req = span_request(20, attr_bytes=4000)
+            if post(url, req.SerializeToString())[0] == 200:
+                acked |= {s.span_id for s in spans_of(req)}
+        self.assertGreater(self.writer.metric_sum("signaldb_writer_store_commit_failures_total", reason="full"), 0, self.writer.read_log())
+        self.assertFalse(self.writer.is_ready())
+        for _ in range(20):  # still accepted: the acceptor and the writer's WAL hold it
+            req = span_request(5)
+            if post(url, req.SerializeToString())[0] == 200:
+                acked |= {s.span_id for s in spans_of(req)}
+        subprocess.run(["mount", "-o", "remount,size=256m", self.mounted], check=True)
+        self.assert_stored_once(acked)
+        self.assertTrue(self.writer.wait_for(lambda w: w.is_ready()))
+
+
 class TestShutdown(PipelineTestCase):
     def test_sigterm_under_load_loses_nothing_and_exits_in_bound(self):
         load = Load(self.acceptor, 5)
