@@ -1,30 +1,52 @@
-# SignalWAL: `make run` for the demo, `make test` for the tests. Both install what is missing.
+# SignalWAL and SignalDB's two ingestion services: `make run` starts the pipeline, `make test`
+# runs the tests. Both install what is missing.
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: crash-test power-cut-test soak fuzz fuzz-merge fuzz-ingest run run-acceptor test test-plain test-services service-venvs sanitize bench deps build clean
+.PHONY: crash-test power-cut-test soak fuzz fuzz-merge fuzz-ingest run demo engine-demo run-acceptor test test-plain test-services service-venvs sanitize bench deps build clean
 
-# Installs liburing-dev (io_uring headers and library) when it is missing: with apt-get when
-# running as root, otherwise by printing the exact command to run.
+# Installs the C libraries the build links when one is missing: liburing-dev (io_uring, the
+# engine), zlib1g-dev (the acceptor's gzip bodies) and libsqlite3-dev (the writer's store); with
+# apt-get when running as root, otherwise by printing the exact command to run.
 deps:
-	@if [ ! -f /usr/include/liburing.h ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing liburing-dev"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liburing-dev; \
-	  else \
-	    echo "SignalWAL needs liburing-dev: run  sudo apt-get install -y liburing-dev  then try again"; exit 1; \
-	  fi; \
-	fi
+	@missing=""; \
+	  [ -f /usr/include/liburing.h ] || missing="$$missing liburing-dev"; \
+	  [ -f /usr/include/zlib.h ] || missing="$$missing zlib1g-dev"; \
+	  [ -f /usr/include/sqlite3.h ] || missing="$$missing libsqlite3-dev"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then \
+	      echo "installing$$missing"; \
+	      DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    else \
+	      echo "the build needs$$missing: run  sudo apt-get install -y$$missing  then try again"; exit 1; \
+	    fi; \
+	  fi
 	@command -v swift >/dev/null || { echo "SignalWAL needs Swift 6.1 or newer on PATH (https://swift.org/install)"; exit 1; }
 
 build: deps
 	swift build
 
-# The demo: appends from 8 threads into .wal/demo, kills the writer with SIGKILL, recovers,
-# and checks every acknowledged record.
-run: deps
+# The engine's crash demo: appends from 8 threads into .wal/demo, kills the writer with SIGKILL,
+# recovers, and checks every acknowledged record.
+engine-demo: deps
 	swift build --product signalwal-demo
 	.build/debug/signalwal-demo
+
+# The pipeline on its embedded defaults: builds both services, starts the writer and the
+# acceptor, prints their endpoints and an example, and runs until Ctrl-C (which drains and stops
+# both).
+run: deps
+	swift build --product signaldb-writer
+	swift build --product signaldb-acceptor
+	scripts/run-pipeline.sh
+
+# The pipeline with real OpenTelemetry clients (HTTP and gRPC) in a scratch directory on free
+# ports: kills both services with SIGKILL mid-stream, restarts them, and checks that every
+# acknowledged span is in the store exactly once.
+demo: deps service-venvs
+	swift build --product signaldb-writer
+	swift build --product signaldb-acceptor
+	$(VENV)/bin/python scripts/demo.py
 
 # Everything CI runs: the whole Swift suite (engine and services, including both fuzz corpora
 # replayed through the fuzz targets' bodies), the services with real OpenTelemetry clients
@@ -40,7 +62,7 @@ test: test-plain test-services sanitize
 # executables the tests start by name does not.
 test-plain: deps
 	swift build --product SignalWALPackageTests
-	for p in signalwal signalwal-demo signalwal-bench signaldb-acceptor; do swift build --product $$p || exit 1; done
+	for p in signalwal signalwal-demo signalwal-bench signaldb-acceptor signaldb-writer; do swift build --product $$p || exit 1; done
 	swift test --skip-build
 
 # The service tests drive the real binaries with the OpenTelemetry Python SDK's exporters:
@@ -50,7 +72,7 @@ test-plain: deps
 VENV := .venv-services
 JSON_VENV := .venv-json
 OTEL_VERSION := 1.45.2
-SERVICE_TESTS ?= test_acceptor
+SERVICE_TESTS ?= test_acceptor test_pipeline
 service-venvs:
 	@command -v protoc >/dev/null || { if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler; else echo "the service tests need protoc: sudo apt-get install -y protobuf-compiler"; exit 1; fi; }
 	@[ -x $(VENV)/bin/python ] || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q opentelemetry-sdk==$(OTEL_VERSION) opentelemetry-exporter-otlp-proto-http==$(OTEL_VERSION) opentelemetry-exporter-otlp-proto-grpc==$(OTEL_VERSION); }
@@ -58,6 +80,7 @@ service-venvs:
 
 test-services: deps service-venvs
 	swift build --product signaldb-acceptor
+	swift build --product signaldb-writer
 	swift build --product signalwal
 	cd Tests/services && SIGNALDB_JSON_PYTHON=$(CURDIR)/$(JSON_VENV)/bin/python ../../$(VENV)/bin/python -m unittest -v $(SERVICE_TESTS)
 
