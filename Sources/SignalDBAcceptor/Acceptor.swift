@@ -50,6 +50,9 @@ public enum Acceptor {
         walConfiguration.spareSegments = settings.walSpareSegments
         walConfiguration.durability = settings.durability
         walConfiguration.maxLiveBytes = settings.walMaxBytes
+        // One record of the largest request must fit a batch (the default, 64 MiB, is just
+        // under a 64 MiB request with its envelope and record headers).
+        walConfiguration.maxBatchBytes = max(64 << 20, Format.recordSpan(payloadLength: walConfiguration.effectiveMaxRecordSize))
         walConfiguration.logger = logger
         let started = ContinuousClock.now
         let wal = try await WAL.open(directory: settings.walDirectory, configuration: walConfiguration)

@@ -12,7 +12,14 @@ public struct LSNRanges: Sendable, Equatable, CustomStringConvertible {
 
     public var isEmpty: Bool { ranges.isEmpty }
     public var last: UInt64? { ranges.last?.upperBound }
-    public var count: UInt64 { ranges.reduce(0) { $0 + ($1.upperBound - $1.lowerBound + 1) } }
+    /// Saturates at `UInt64.max` (only a hand-edited `held_ranges` gets there).
+    public var count: UInt64 {
+        ranges.reduce(0) { total, r in
+            let (size, o1) = (r.upperBound - r.lowerBound).addingReportingOverflow(1)
+            let (sum, o2) = total.addingReportingOverflow(size)
+            return o1 || o2 ? .max : sum
+        }
+    }
 
     /// Index of the first range whose upper bound is at least `lsn`.
     private func index(atOrAfter lsn: UInt64) -> Int {

@@ -88,6 +88,10 @@ public final class SQLiteStore: Store {
             var outcome = CommitOutcome(inserted: 0, duplicateSpans: 0)
             try db.inTransaction(.immediate) {
                 outcome = CommitOutcome(inserted: 0, duplicateSpans: 0)
+                // A retry of a commit that did land (its success was lost to an error after the
+                // sync) must not insert the rows again.
+                let stored = try Int64.fetchOne(db, sql: "SELECT writer_lsn FROM ingest_progress WHERE source = ?", arguments: [SQLiteSchema.walSource]) ?? 0
+                if rows.count > 0 && stored >= Int64(clamping: progress.writerLSN) { return .rollback }
                 let span = try db.cachedStatement(sql: SQLiteSchema.insertSpan)
                 for r in rows.spans {
                     try span.execute(arguments: [
@@ -115,7 +119,7 @@ public final class SQLiteStore: Store {
                     ])
                 }
                 outcome.inserted += rows.logs.count + rows.metricPoints.count
-                let now = Int64(clamping: UInt64(Date().timeIntervalSince1970 * 1e9))
+                let now = Int64(max(0, Date().timeIntervalSince1970) * 1e9)
                 let upsert = try db.cachedStatement(sql: SQLiteSchema.upsertProgress)
                 try upsert.execute(arguments: [SQLiteSchema.walSource, Int64(clamping: progress.writerLSN), nil, nil, nil, now])
                 for (id, mark) in progress.acceptors {

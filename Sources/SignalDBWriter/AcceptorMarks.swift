@@ -21,13 +21,15 @@ final class AcceptorMarks: Sendable {
         var durable = LSNRanges()
         var appended: [LSN: LSN] = [:]
 
-        var count: Int { Int(durable.count) + appended.count }
+        var count: Int { Int(clamping: durable.count) + appended.count }
     }
 
-    /// The most LSNs remembered above one acceptor's floor; an acceptor whose checkpoint
-    /// stopped moving cannot make the writer's memory grow without bound (its forwards get
-    /// UNAVAILABLE until it moves).
-    static let maxHeldPerAcceptor = 1_000_000
+    /// How far above an acceptor's floor a new LSN may be: the memory for one acceptor's marks
+    /// is bounded by this span, not by a count. A bound on the count could lock an acceptor out
+    /// for good (a stuck record below a million acknowledged ones could never get in, so the
+    /// checkpoint could never move); with a span the record at `floor + 1` is always taken.
+    /// 64 batches in flight of 65,536 records, the acceptor's largest settings, fit.
+    static let maxSpanAboveFloor: LSN = 1 << 22
 
     private let state = Mutex<[String: Mark]>([:])
 
@@ -36,7 +38,8 @@ final class AcceptorMarks: Sendable {
     /// What a forward's records are, against the marks: `fresh` (indices into `lsns`) must be
     /// appended; the rest are held, and may be acknowledged once the writer LSN `waitFor` is
     /// durable (0: they already are). Moves the acceptor's floor to `settled` first (W2).
-    func classify(acceptor: String, settled: LSN, lsns: [LSN]) -> (fresh: [Int], waitFor: LSN, held: Int) {
+    /// `beyond` lists the fresh indices past ``maxSpanAboveFloor``: not taken this time.
+    func classify(acceptor: String, settled: LSN, lsns: [LSN]) -> (fresh: [Int], waitFor: LSN, beyond: [Int]) {
         state.withLock { marks in
             var mark = marks[acceptor] ?? Mark()
             if settled > mark.floor {
@@ -44,18 +47,19 @@ final class AcceptorMarks: Sendable {
                 mark.durable.removeAll(atOrBelow: settled)
                 mark.appended = mark.appended.filter { $0.key > settled }
             }
-            var fresh: [Int] = []
+            var fresh: [Int] = [], beyond: [Int] = []
             var waitFor: LSN = 0
+            let limit = mark.floor > LSN.max - Self.maxSpanAboveFloor ? LSN.max : mark.floor + Self.maxSpanAboveFloor
             for (i, lsn) in lsns.enumerated() {
                 if lsn <= mark.floor || mark.durable.contains(lsn) { continue }
                 if let writerLSN = mark.appended[lsn] {
                     waitFor = max(waitFor, writerLSN)
                     continue
                 }
-                fresh.append(i)
+                if lsn > limit { beyond.append(i) } else { fresh.append(i) }
             }
             marks[acceptor] = mark
-            return (fresh, waitFor, mark.count)
+            return (fresh, waitFor, beyond)
         }
     }
 
@@ -96,48 +100,74 @@ final class AcceptorMarks: Sendable {
 
 /// A FIFO lock for async code: waiters suspend (no thread blocks). It orders the forwards'
 /// classify-then-append steps (W1); the wait for durability happens after it is released, so
-/// forwards still share flushes.
+/// forwards still share flushes. The queue is bounded: past `maxWaiters` a forward is refused at
+/// once (the acceptor retries), so a stalled holder cannot make waiting requests, each holding
+/// its payload, pile up. A cancelled waiter leaves the queue.
 final class AsyncLock: Sendable {
     private struct State {
         var locked = false
-        var waiters: [CheckedContinuation<Void, Never>] = []
+        var nextID = 0
+        var waiters: [(id: Int, continuation: CheckedContinuation<Void, any Error>)] = []
     }
     private let state = Mutex(State())
+    let maxWaiters: Int
 
-    func lock() async {
-        let acquired = state.withLock { s -> Bool in
-            if s.locked { return false }
-            s.locked = true
-            return true
-        }
-        if acquired { return }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { s -> Bool in
-                if !s.locked {
-                    s.locked = true
-                    return true
-                }
-                s.waiters.append(continuation)
-                return false
+    init(maxWaiters: Int = 256) { self.maxWaiters = maxWaiters }
+
+    struct QueueFull: Error {}
+
+    /// Throws ``QueueFull`` when `maxWaiters` are waiting, `CancellationError` when cancelled
+    /// while waiting.
+    func lock() async throws {
+        let id = state.withLock { s -> Int? in
+            if !s.locked {
+                s.locked = true
+                return nil
             }
-            if now { continuation.resume() }
+            s.nextID += 1
+            return s.nextID
+        }
+        guard let id else { return }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let outcome = state.withLock { s -> Result<Void, any Error>? in
+                    if !s.locked {
+                        s.locked = true
+                        return .success(())
+                    }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    if s.waiters.count >= maxWaiters { return .failure(QueueFull()) }
+                    s.waiters.append((id, continuation))
+                    return nil
+                }
+                if let outcome { continuation.resume(with: outcome) }
+            }
+        } onCancel: {
+            let cancelled = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+                guard let index = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return s.waiters.remove(at: index).continuation
+            }
+            cancelled?.resume(throwing: CancellationError())
         }
     }
+
+    /// Waiters queued now (for tests and metrics).
+    var waiting: Int { state.withLock { $0.waiters.count } }
 
     /// Hands the lock to the next waiter, if any.
     func unlock() {
-        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+        let next = state.withLock { s -> CheckedContinuation<Void, any Error>? in
             if s.waiters.isEmpty {
                 s.locked = false
                 return nil
             }
-            return s.waiters.removeFirst()
+            return s.waiters.removeFirst().continuation
         }
         next?.resume()
     }
 
-    func withLock<T>(_ body: () async throws -> T) async rethrows -> T {
-        await lock()
+    func withLock<T>(_ body: () async throws -> T) async throws -> T {
+        try await lock()
         defer { unlock() }
         return try await body()
     }

@@ -95,10 +95,17 @@ public enum DeadLetterCommands {
                 let records = try Writer.reconcile(wal: wal, store: store, logger: Logger(label: "signaldb.writer.dead-letters"))
                 for r in records.walRecords where r.acceptor == replayAcceptorID { already.insert(r.lsn) }
                 let stored = records.progress.acceptors[replayAcceptorID]
+                // A letter above what the store passed is still in the WAL too: the writer reads
+                // that record again on its next start, and a replay would store it twice if it
+                // maps then (a newer build). Those wait until the writer has stored past them.
+                let pending = all.filter { $0.lsn > records.committed }
+                if !pending.isEmpty {
+                    print("\(pending.count) dead letter(s) above LSN \(records.committed), the last the store holds, are left in place: the WAL still holds them and the writer retries them on its next start. Start the writer, let it catch up, then replay again")
+                }
                 let done = folder + "/replayed"
                 if mkdir(done, 0o700) != 0 && errno != EEXIST { throw ServiceStartError("cannot create \(done): \(String(cString: strerror(errno)))") }
                 var replayed = 0
-                for letter in all {
+                for letter in all where letter.lsn <= records.committed {
                     guard let bytes = FileManager.default.contents(atPath: letter.envelopePath).map({ [UInt8]($0) }) else { continue }
                     let held = already.contains(letter.lsn) || stored.map { letter.lsn <= $0.floor || $0.held.contains(letter.lsn) } == true
                     if !held {

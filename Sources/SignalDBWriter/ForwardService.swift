@@ -42,22 +42,32 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
             }
         }
         let message = request.message
-        guard WriterRecord.isValidAcceptorID(message.acceptorID) else {
+        guard WriterRecord.isValidAcceptorID(message.acceptorID), message.acceptorID != DeadLetterCommands.replayAcceptorID else {
             metrics.forward(result: "invalid", records: 0)
-            throw RPCError(code: .invalidArgument, message: "acceptor_id '\(message.acceptorID.prefix(40))' is not 1 to 128 characters of [A-Za-z0-9._-]")
+            throw RPCError(code: .invalidArgument, message: "acceptor_id '\(message.acceptorID.prefix(40))' is not 1 to 128 characters of [A-Za-z0-9._-], or is the reserved \(DeadLetterCommands.replayAcceptorID)")
+        }
+        // An acceptor sends only records above its checkpoint: a settled LSN at or above one of
+        // them is a broken or forged request, and believing it would drop that record.
+        if let lowest = message.records.map(\.lsn).min(), message.settledLsn >= lowest {
+            metrics.forward(result: "invalid", records: 0)
+            throw RPCError(code: .invalidArgument, message: "settled_lsn \(message.settledLsn) is not below every record's LSN (the lowest is \(lowest)): an acceptor sends only records above its checkpoint")
         }
         do {
-            let response = try await take(message)
+            let cancellation = context.cancellation
+            let response = try await take(message, abandoned: { cancellation.isCancelled })
             metrics.forward(result: "ok", records: message.records.count)
             return ServerResponse(message: response)
         } catch {
             metrics.forward(result: (error as? RPCError).map { "\($0.code)" } ?? "error", records: message.records.count)
+            logger.debug("forward refused", metadata: ["acceptor": "\(message.acceptorID)", "error": "\(error)"])
             throw error
         }
     }
 
-    /// Throws only `RPCError`s.
-    func take(_ message: Signaldb_Internal_V1_ForwardRequest) async throws -> Signaldb_Internal_V1_ForwardResponse {
+    /// Throws only `RPCError`s. `abandoned` tells whether the caller gave up (its deadline
+    /// passed): checked once the ordering lock is held, so a request that waited out its
+    /// caller's deadline appends nothing.
+    func take(_ message: Signaldb_Internal_V1_ForwardRequest, abandoned: @Sendable () -> Bool = { false }) async throws -> Signaldb_Internal_V1_ForwardResponse {
         let acceptor = message.acceptorID
         var response = Signaldb_Internal_V1_ForwardResponse()
         // Valid records in the order sent, one per LSN.
@@ -93,16 +103,16 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
         let settled = message.settledLsn
         var waitFor: LSN = 0
         var appended = 0
+        var notTaken = Set<LSN>()
         do {
             try await gate.withLock {
-                let (fresh, heldWriterLSN, held) = marks.classify(acceptor: acceptor, settled: settled, lsns: lsns)
+                if abandoned() { throw RPCError(code: .cancelled, message: "the caller gave up while this forward waited its turn") }
+                let (fresh, heldWriterLSN, beyond) = marks.classify(acceptor: acceptor, settled: settled, lsns: lsns)
                 waitFor = heldWriterLSN
-                metrics.duplicates(kind: "forward", count: lsns.count - fresh.count)
+                // Past the span the writer remembers: not taken now; the acceptor sends them
+                // again once its checkpoint has moved (the lowest fresh LSN is always in reach).
+                notTaken = Set(beyond.map { lsns[$0] })
                 guard !fresh.isEmpty else { return }
-                guard held + fresh.count <= AcceptorMarks.maxHeldPerAcceptor else {
-                    throw RPCError(GoogleRPCStatus(code: .unavailable, message: "acceptor \(acceptor) has \(held) unsettled LSNs above its checkpoint \(settled), the most the writer remembers; it must checkpoint before sending more",
-                                                   details: [.retryInfo(delay: .seconds(5))]))
-                }
                 if wal.liveBytes >= maxBacklogBytes { throw backlogFull() }
                 // One WAL batch, or a few when the forward is larger than the engine takes at once.
                 var start = 0
@@ -130,11 +140,22 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
             throw error
         } catch let error as WALError {
             throw mapWALError(error)
+        } catch is AsyncLock.QueueFull {
+            metrics.backpressure()
+            throw RPCError(GoogleRPCStatus(code: .unavailable, message: "\(gate.maxWaiters) forwards are already waiting to append; retry later",
+                                           details: [.retryInfo(delay: .seconds(1))]))
+        } catch is CancellationError {
+            throw RPCError(code: .cancelled, message: "the forward was cancelled before it appended")
         } catch {
             throw RPCError(code: .unavailable, message: "the writer could not take the records: \(error)")
         }
         metrics.appended(records: appended)
-        response.durableLsns = lsns
+        metrics.duplicates(kind: "forward", count: lsns.count - appended - notTaken.count)
+        if !notTaken.isEmpty {
+            logger.warning("an acceptor's records are too far above its checkpoint; taking the ones in reach",
+                           metadata: ["acceptor": "\(acceptor)", "settled": "\(settled)", "notTaken": "\(notTaken.count)"])
+        }
+        response.durableLsns = notTaken.isEmpty ? lsns : lsns.filter { !notTaken.contains($0) }
         return response
     }
 
@@ -161,6 +182,11 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
         switch error.kind {
         case .backlogFull:
             return backlogFull()
+        case .recordTooLarge, .invalidArgument:
+            // The records fit WRITER_MAX_RECORD_BYTES but not the WAL's limits: a setting is
+            // wrong, not the data (not dead-lettered; retried once the settings are fixed).
+            logger.error("the WAL refused a forward's records; check WRITER_MAX_RECORD_BYTES and WRITER_WAL_SEGMENT_BYTES", metadata: ["error": "\(error)"])
+            return RPCError(code: .resourceExhausted, message: "the writer's WAL refused the records (\(error)): raise WRITER_MAX_RECORD_BYTES and WRITER_WAL_SEGMENT_BYTES")
         case .outOfSpace:
             metrics.backpressure()
             return RPCError(GoogleRPCStatus(code: .unavailable, message: "the writer's WAL disk is full (\(error)); retry later", details: [.retryInfo(delay: .seconds(5))]))

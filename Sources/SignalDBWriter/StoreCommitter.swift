@@ -135,7 +135,11 @@ final class StoreCommitter: Service, Sendable {
             }
             try await writeDeadLetters(batch)
             // S2: the progress that goes in the same transaction.
-            for (acceptor, lsn) in batch.sources { stored[acceptor, default: AcceptorProgress(floor: 0, held: LSNRanges())].held.insert(lsn) }
+            for (acceptor, lsn) in batch.sources {
+                var p = stored[acceptor] ?? AcceptorProgress(floor: 0, held: LSNRanges())
+                if lsn > p.floor { p.held.insert(lsn) }
+                stored[acceptor] = p
+            }
             for (acceptor, floor) in marks.floors() {
                 var p = stored[acceptor] ?? AcceptorProgress(floor: 0, held: LSNRanges())
                 if floor > p.floor {
@@ -294,14 +298,12 @@ final class StoreCommitter: Service, Sendable {
         }
     }
 
-    /// Suspends until `lsn` is visible, `timeout` passes, or the task is cancelled.
+    /// Suspends until `lsn` is visible, `timeout` passes, or the task is cancelled (the record
+    /// itself is read afterwards, off the cooperative pool).
     func waitForRecord(_ lsn: LSN, timeout: Duration) async {
         let wal = self.wal
         await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                var iterator = wal.tail(from: lsn, limit: 1).makeAsyncIterator()
-                _ = try? await iterator.next()
-            }
+            group.addTask { _ = await wal.waitForRecord(after: lsn - 1) }
             group.addTask { try? await Task.sleep(for: timeout) }
             await group.next()
             group.cancelAll()

@@ -53,6 +53,7 @@ public enum Writer {
         // ahead of what the WAL has on disk (docs/WRITER.md, "Why group commit only").
         walConfiguration.durability = .groupCommit
         walConfiguration.maxLiveBytes = settings.walMaxBytes
+        walConfiguration.maxBatchBytes = settings.walBatchBytes
         walConfiguration.logger = logger
         let started = ContinuousClock.now
         let wal = try await WAL.open(directory: settings.walDirectory, configuration: walConfiguration)
@@ -67,7 +68,16 @@ public enum Writer {
             let path = settings.sqlitePath, timeout = settings.storeBusyTimeout
             store = try await Blocking.run { try SQLiteStore(path: path, busyTimeout: timeout) }
             health.setDetail("rebuilding the per-acceptor marks from the store and the WAL")
-            resume = try await Blocking.run { [store] in try reconcile(wal: wal, store: store, logger: logger) }
+            resume = try await Blocking.run { [store] in
+                let resume = try reconcile(wal: wal, store: store, logger: logger)
+                if resume.corrected {
+                    // Stored before anything is served, so a crash before the first commit does
+                    // not make the next start trust the old progress again (and skip new
+                    // records that reuse its writer LSNs).
+                    _ = try store.commit(StoreRows(), progress: resume.progress)
+                }
+                return (resume.committed, resume.progress, resume.walRecords)
+            }
         } catch {
             try? await wal.close()
             throw error
@@ -90,7 +100,7 @@ public enum Writer {
         let server = GRPCServer(
             transport: .http2NIOPosix(
                 address: settings.grpcAddress.grpcBindAddress, transportSecurity: .plaintext,
-                config: .defaults { $0.rpc.maxRequestPayloadSize = settings.maxRecordBytes + (1 << 20) }),
+                config: .defaults { $0.rpc.maxRequestPayloadSize = settings.maxForwardBytes }),
             services: [forward])
         scrape.set { wal.refreshMetrics(); committer.updateLag(); committer.refreshReadiness() }
 
@@ -108,7 +118,9 @@ public enum Writer {
         // A store that does not answer cannot hold the shutdown: past the bound the committer is
         // cancelled and what it had not stored stays in the WAL for the next start.
         groupConfiguration.maximumGracefulShutdownDuration = settings.shutdownTimeout
-        groupConfiguration.maximumCancellationDuration = .seconds(10)
+        // A commit in flight cannot be cancelled: give it its busy timeout to end before
+        // ServiceLifecycle gives up on the group.
+        groupConfiguration.maximumCancellationDuration = .seconds(10) + .milliseconds(Int64(settings.storeBusyTimeout * 1000))
         let group = ServiceGroup(configuration: groupConfiguration)
         health.setReady(true, detail: "storing; WAL \(settings.walDirectory), store \(settings.sqlitePath)")
         metrics.ready(true)
@@ -123,7 +135,12 @@ public enum Writer {
             logger.error("a service failed; shutting down", metadata: ["error": "\(error)"])
         }
         metrics.ready(false)
-        try await wal.close()
+        do {
+            try await wal.close()
+        } catch {
+            logger.error("closing the WAL failed", metadata: ["error": "\(error)"])
+            failure = failure ?? error
+        }
         try? await Blocking.run { try store.close() }
         logger.info("signaldb-writer stopped", metadata: ["checkpoint": "\(wal.checkpointLSN)", "storedThrough": "\(committer.committedLSN.load(ordering: .relaxed))"])
         if let failure { throw failure }
@@ -138,16 +155,22 @@ public enum Writer {
     ///   are caught by their natural key, logs and points are not). Logged as an error.
     /// - The store is behind the WAL's checkpoint: the store was replaced or restored from an
     ///   older backup. What lies between is gone from both; storing resumes at the checkpoint.
-    static func reconcile(wal: WAL, store: any Store, logger: Logger) throws -> (committed: LSN, progress: StoreProgress, walRecords: [(acceptor: String, lsn: LSN)]) {
+    /// `corrected` says the progress was changed here and must be stored before serving.
+    static func reconcile(wal: WAL, store: any Store, logger: Logger) throws
+        -> (committed: LSN, progress: StoreProgress, walRecords: [(acceptor: String, lsn: LSN)], corrected: Bool)
+    {
         var progress = try store.progress()
         let end = wal.nextLSN - 1, checkpoint = wal.checkpointLSN
         var committed = progress.writerLSN
+        var corrected = false
         if committed > end {
+            corrected = true
             logger.error("the store has rows through writer LSN \(committed) but the WAL ends at \(end): the WAL directory was replaced or lost records; storing resumes from the WAL's checkpoint",
                          metadata: ["checkpoint": "\(checkpoint)"])
             committed = checkpoint
             progress.writerLSN = checkpoint
         } else if committed < checkpoint {
+            corrected = true
             logger.error("the store has rows only through writer LSN \(committed) but the WAL was checkpointed at \(checkpoint): the store was replaced or restored from an older backup, and the records between are in neither",
                          metadata: ["missing": "\(committed + 1)...\(checkpoint)"])
             committed = checkpoint
@@ -169,6 +192,6 @@ public enum Writer {
                 next = missing.upperBound + 1
             }
         }
-        return (committed, progress, walRecords)
+        return (committed, progress, walRecords, corrected)
     }
 }

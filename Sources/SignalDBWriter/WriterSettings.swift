@@ -12,6 +12,7 @@ public struct WriterSettings: Sendable {
     static let walSegmentBytes = SettingSpec("writer.wal.segment.bytes", default: "128MiB", "size of each WAL segment file (must hold the largest record: WRITER_MAX_RECORD_BYTES plus 64 KiB)")
     static let walSpares = SettingSpec("writer.wal.spare.segments", default: "2", "segments kept preallocated ahead of need")
     static let maxRecordBytes = SettingSpec("writer.max.record.bytes", default: "65MiB", "largest forwarded record (an acceptor envelope); keep it at least ACCEPTOR_MAX_REQUEST_BYTES plus 1 MiB")
+    static let maxForwardBytes = SettingSpec("writer.max.forward.bytes", default: "80MiB", "largest Forward message the listener takes: at least ACCEPTOR_FORWARD_BATCH_BYTES and WRITER_MAX_RECORD_BYTES, plus 1 MiB (a larger one is refused by the transport and retried forever)")
     static let store = SettingSpec("writer.store", default: "sqlite:.data/signaldb.sqlite", "where rows go: sqlite:<path> (the embedded store)")
     static let storeBatchRows = SettingSpec("writer.store.batch.rows", default: "10000", "rows per store transaction at most (a larger single record goes alone)")
     static let storeBatchRecords = SettingSpec("writer.store.batch.records", default: "1024", "WAL records per store transaction at most")
@@ -23,7 +24,7 @@ public struct WriterSettings: Sendable {
     static let logLevel = SettingSpec("log.level", default: "info", "trace, debug, info, notice, warning, error or critical")
 
     public static let specs: [SettingSpec] = [
-        configFile, grpcAddr, adminAddr, walDir, walMaxBytes, walSegmentBytes, walSpares, maxRecordBytes, store, storeBatchRows,
+        configFile, grpcAddr, adminAddr, walDir, walMaxBytes, walSegmentBytes, walSpares, maxRecordBytes, maxForwardBytes, store, storeBatchRows,
         storeBatchRecords, storeBatchInterval, storeBusyTimeout, storeBackoffMax, shutdownTimeout, internalKey, logLevel,
     ]
 
@@ -35,6 +36,10 @@ public struct WriterSettings: Sendable {
     public var walSegmentBytes: Int
     public var walSpareSegments: Int
     public var maxRecordBytes: Int
+    public var maxForwardBytes: Int
+    /// The WAL's batch limit: at least one record of ``maxRecordBytes`` (the engine's default,
+    /// 64 MiB, is just under one 64 MiB envelope with its headers).
+    public var walBatchBytes: Int { max(64 << 20, Format.recordSpan(payloadLength: maxRecordBytes)) }
     /// The SQLite database file (`WRITER_STORE` without its `sqlite:` scheme).
     public var sqlitePath: String
     public var storeIsDefault: Bool
@@ -56,6 +61,11 @@ public struct WriterSettings: Sendable {
         guard maxRecordBytes + (64 << 10) <= walSegmentBytes else {
             throw SettingError(Self.walSegmentBytes, s.string(Self.walSegmentBytes),
                                "at least WRITER_MAX_RECORD_BYTES (\(maxRecordBytes)) plus 64 KiB, so the largest record fits a segment")
+        }
+        maxForwardBytes = try s.bytes(Self.maxForwardBytes, in: (1 << 20)...(1 << 30))
+        guard maxForwardBytes >= maxRecordBytes + (1 << 20) else {
+            throw SettingError(Self.maxForwardBytes, s.string(Self.maxForwardBytes),
+                               "at least WRITER_MAX_RECORD_BYTES (\(maxRecordBytes)) plus 1 MiB, so a forward of the largest record fits")
         }
         guard walMaxBytes >= 2 * walSegmentBytes else {
             throw SettingError(Self.walMaxBytes, s.string(Self.walMaxBytes), "at least two segments (2 x WRITER_WAL_SEGMENT_BYTES = \(2 * walSegmentBytes))")

@@ -4,6 +4,7 @@ import Logging
 import OTLPProto
 import SignalDBProto
 import SignalWAL
+import Synchronization
 import XCTest
 @testable import SignalDBIngest
 @testable import SignalDBService
@@ -107,7 +108,45 @@ final class WriterTests: XCTestCase {
         // The acceptor checkpointed 15: LSNs up to it are forgotten, yet still held.
         let afterSettle = marks.classify(acceptor: "a", settled: 15, lsns: Array(1...21))
         XCTAssertEqual(afterSettle.fresh, [20], "only LSN 21 (index 20) is new")
-        XCTAssertEqual(afterSettle.held, 5)
+        XCTAssertEqual(afterSettle.beyond, [])
+    }
+
+    /// The bound is a span above the floor, not a count: records far above a stuck one are
+    /// refused, and the stuck one (just above the floor) always gets in, so the checkpoint can
+    /// move again.
+    func testRecordsFarAboveTheFloorWaitAndTheNextOneAlwaysGetsIn() {
+        let marks = AcceptorMarks()
+        let span = AcceptorMarks.maxSpanAboveFloor
+        let far = marks.classify(acceptor: "a", settled: 10, lsns: [11, 10 + span, 11 + span, 12 + span])
+        XCTAssertEqual(far.fresh, [0, 1])
+        XCTAssertEqual(far.beyond, [2, 3])
+        marks.appended(acceptor: "a", [(10 + span, 1)])
+        XCTAssertEqual(marks.classify(acceptor: "a", settled: 10, lsns: [11]).fresh, [0], "the record above the floor is never refused")
+        XCTAssertEqual(marks.classify(acceptor: "a", settled: 12, lsns: [12 + span]).fresh, [0], "in reach once the floor moved")
+    }
+
+    func testTheOrderingLockIsFIFOBoundedAndCancellable() async throws {
+        let lock = AsyncLock(maxWaiters: 2)
+        try await lock.lock()
+        final class Order: Sendable { let list = Mutex<[Int]>([]) }
+        let order = Order()
+        let first = Task { try await lock.withLock { order.list.withLock { $0.append(1) } } }
+        while lock.waiting < 1 { await Task.yield() }
+        let second = Task { try await lock.withLock { order.list.withLock { $0.append(2) } } }
+        while lock.waiting < 2 { await Task.yield() }
+        do {
+            try await lock.lock()
+            XCTFail("a third waiter must be refused")
+        } catch is AsyncLock.QueueFull {}
+        let cancelled = Task { try await lock.lock() }
+        cancelled.cancel()
+        if case .success = await cancelled.result { lock.unlock() }  // it may have been refused as full instead: either way it holds nothing
+        lock.unlock()
+        try await first.value
+        try await second.value
+        XCTAssertEqual(order.list.withLock { $0 }, [1, 2])
+        try await lock.lock()  // free again
+        lock.unlock()
     }
 
     func testMarksRestoreFromTheStoreAndTheWAL() {
@@ -201,6 +240,31 @@ final class WriterTests: XCTestCase {
         XCTAssertEqual(seen["a"], Set(1...1500))
         XCTAssertEqual(seen["b"], Set(1...1500))
         try await wal.close()
+    }
+
+    func testASettledLSNAtOrAboveARecordIsRefused() async throws {
+        let wal = try await openWAL()
+        let service = forwardService(wal, marks: AcceptorMarks())
+        let request = Self.request("a", [5, 6], settled: 5) { _ in 10 }
+        let error = await assertForwardFails(service, request)
+        XCTAssertEqual(error?.code, .invalidArgument)
+        XCTAssertEqual(wal.nextLSN, 1, "nothing appended")
+        try await wal.close()
+    }
+
+    func assertForwardFails(_ service: ForwardService, _ request: Signaldb_Internal_V1_ForwardRequest) async -> RPCError? {
+        do {
+            _ = try await service.forward(request: ServerRequest(metadata: [:], message: request), context: Self.context())
+            XCTFail("expected an error")
+            return nil
+        } catch {
+            return error as? RPCError
+        }
+    }
+
+    static func context() -> ServerContext {
+        ServerContext(descriptor: Signaldb_Internal_V1_Writer.Method.Forward.descriptor, remotePeer: "test", localPeer: "test",
+                      cancellation: ServerContext.RPCCancellationHandle())
     }
 
     func testInvalidEnvelopesAreRejectedAndTheRestTaken() async throws {

@@ -469,7 +469,7 @@ class TestWriterStartup(unittest.TestCase):
 
     def test_bad_settings_name_the_variable(self):
         for name, value in [("WRITER_STORE", "postgres://x"), ("WRITER_WAL_MAX_BYTES", "1MiB"), ("WRITER_GRPC_ADDR", "nope"),
-                            ("WRITER_WAL_SEGMENT_BYTES", "1MiB")]:
+                            ("WRITER_WAL_SEGMENT_BYTES", "1MiB"), ("WRITER_MAX_FORWARD_BYTES", "2MiB")]:
             out = self.run_writer({name: value})
             self.assertEqual(out.returncode, 78, (name, out.stderr))
             self.assertIn(name, out.stderr)

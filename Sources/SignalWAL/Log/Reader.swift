@@ -111,6 +111,14 @@ extension WAL {
         return RecordSequence(wal: self, start: start, limit: limit)
     }
 
+    /// Suspends until a record after `lsn` is visible to readers, without reading it (a
+    /// consumer that reads in batches waits with this, then reads with ``records(from:limit:)``
+    /// off the cooperative pool). Returns false when the WAL closed or failed, or the task was
+    /// cancelled.
+    public func waitForRecord(after lsn: LSN) async -> Bool {
+        await committer.waitVisible(after: lsn)
+    }
+
     /// The records from `lsn` on, following the log: see ``RecordTail`` for what it throws.
     /// At most `limit` records, when given.
     public func tail(from lsn: LSN, limit: Int? = nil) -> RecordTail {
