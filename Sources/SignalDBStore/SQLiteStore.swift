@@ -68,6 +68,8 @@ public final class SQLiteStore: Store {
     public func commit(_ rows: StoreRows, progress: StoreProgress) throws -> CommitOutcome {
         do {
             return try insert(rows, progress: progress)
+        } catch let error as StoreCommitError {
+            throw error
         } catch let error as DatabaseError {
             let kind: StoreCommitError.Kind
             switch error.resultCode {
@@ -91,7 +93,10 @@ public final class SQLiteStore: Store {
                 // A retry of a commit that did land (its success was lost to an error after the
                 // sync) must not insert the rows again.
                 let stored = try Int64.fetchOne(db, sql: "SELECT writer_lsn FROM ingest_progress WHERE source = ?", arguments: [SQLiteSchema.walSource]) ?? 0
-                if rows.count > 0 && stored >= Int64(clamping: progress.writerLSN) { return .rollback }
+                if rows.count > 0 && stored == Int64(clamping: progress.writerLSN) { return .rollback }
+                if rows.count > 0 && stored > Int64(clamping: progress.writerLSN) {
+                    throw StoreCommitError(.conflict, "\(path) already holds rows through writer LSN \(stored), past this commit's \(progress.writerLSN): is another signaldb-writer using this database?")
+                }
                 let span = try db.cachedStatement(sql: SQLiteSchema.insertSpan)
                 for r in rows.spans {
                     try span.execute(arguments: [

@@ -8,7 +8,10 @@
 ///    again; it is counted in ``CommitOutcome/duplicateSpans``.
 /// 3. ``progress()`` returns what the last successful commit recorded.
 /// 4. Every error from `commit` is taken as transient (busy, disk full, I/O): the writer keeps
-///    the data in its WAL and retries the same commit with backoff.
+///    the data in its WAL and retries the same commit with backoff; except
+///    ``StoreCommitError/Kind/conflict``, which stops the writer.
+/// 5. A commit whose `progress.writerLSN` equals the stored one is a retry of a commit that
+///    landed (its success was lost): its rows are not inserted again.
 ///
 /// Calls block: the writer makes them off the cooperative pool, one at a time.
 public protocol Store: Sendable {
@@ -74,6 +77,10 @@ public struct StoreCommitError: Error, Sendable, CustomStringConvertible {
         case readonly
         /// The disk failed a read or write (SQLITE_IOERR).
         case io
+        /// The store already holds progress past this commit: another writer uses the same
+        /// database, or the progress was changed behind the writer's back. Not transient: the
+        /// writer stops (exit 1) so its start-up reconciles again.
+        case conflict
         case other
     }
     public let kind: Kind

@@ -100,25 +100,36 @@ final class AcceptorMarks: Sendable {
 
 /// A FIFO lock for async code: waiters suspend (no thread blocks). It orders the forwards'
 /// classify-then-append steps (W1); the wait for durability happens after it is released, so
-/// forwards still share flushes. The queue is bounded: past `maxWaiters` a forward is refused at
-/// once (the acceptor retries), so a stalled holder cannot make waiting requests, each holding
-/// its payload, pile up. A cancelled waiter leaves the queue.
+/// forwards still share flushes. The queue is bounded by count and by the bytes the waiting
+/// forwards hold: past either a forward is refused at once (the acceptor retries), so a stalled
+/// holder cannot make waiting requests pile up. A waiter whose task is cancelled leaves the
+/// queue (ForwardService cancels it when the RPC is: a deadline passed, the client reset).
 final class AsyncLock: Sendable {
+    private struct Waiter {
+        var id: Int
+        var bytes: Int
+        var continuation: CheckedContinuation<Void, any Error>
+    }
     private struct State {
         var locked = false
         var nextID = 0
-        var waiters: [(id: Int, continuation: CheckedContinuation<Void, any Error>)] = []
+        var waitingBytes = 0
+        var waiters: [Waiter] = []
     }
     private let state = Mutex(State())
     let maxWaiters: Int
+    let maxWaitingBytes: Int
 
-    init(maxWaiters: Int = 256) { self.maxWaiters = maxWaiters }
+    init(maxWaiters: Int = 1024, maxWaitingBytes: Int = 512 << 20) {
+        self.maxWaiters = maxWaiters
+        self.maxWaitingBytes = maxWaitingBytes
+    }
 
     struct QueueFull: Error {}
 
-    /// Throws ``QueueFull`` when `maxWaiters` are waiting, `CancellationError` when cancelled
-    /// while waiting.
-    func lock() async throws {
+    /// Throws ``QueueFull`` when the queue is at a bound, `CancellationError` when cancelled
+    /// while waiting. `bytes`: what the waiter holds in memory (its request).
+    func lock(bytes: Int = 0) async throws {
         let id = state.withLock { s -> Int? in
             if !s.locked {
                 s.locked = true
@@ -136,8 +147,13 @@ final class AsyncLock: Sendable {
                         return .success(())
                     }
                     if Task.isCancelled { return .failure(CancellationError()) }
-                    if s.waiters.count >= maxWaiters { return .failure(QueueFull()) }
-                    s.waiters.append((id, continuation))
+                    // One waiter is always let in whatever its size, so a large forward is never
+                    // refused for being large alone.
+                    if s.waiters.count >= maxWaiters || (!s.waiters.isEmpty && s.waitingBytes + bytes > maxWaitingBytes) {
+                        return .failure(QueueFull())
+                    }
+                    s.waiters.append(Waiter(id: id, bytes: bytes, continuation: continuation))
+                    s.waitingBytes += bytes
                     return nil
                 }
                 if let outcome { continuation.resume(with: outcome) }
@@ -145,7 +161,9 @@ final class AsyncLock: Sendable {
         } onCancel: {
             let cancelled = state.withLock { s -> CheckedContinuation<Void, any Error>? in
                 guard let index = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-                return s.waiters.remove(at: index).continuation
+                let waiter = s.waiters.remove(at: index)
+                s.waitingBytes -= waiter.bytes
+                return waiter.continuation
             }
             cancelled?.resume(throwing: CancellationError())
         }
@@ -161,13 +179,15 @@ final class AsyncLock: Sendable {
                 s.locked = false
                 return nil
             }
-            return s.waiters.removeFirst().continuation
+            let waiter = s.waiters.removeFirst()
+            s.waitingBytes -= waiter.bytes
+            return waiter.continuation
         }
         next?.resume()
     }
 
-    func withLock<T>(_ body: () async throws -> T) async throws -> T {
-        try await lock()
+    func withLock<T>(bytes: Int = 0, _ body: () async throws -> T) async throws -> T {
+        try await lock(bytes: bytes)
         defer { unlock() }
         return try await body()
     }

@@ -79,6 +79,7 @@ public enum DeadLetterCommands {
                     configuration.segmentSize = settings.walSegmentBytes
                     configuration.maxRecordSize = settings.maxRecordBytes
                     configuration.spareSegments = settings.walSpareSegments
+                    configuration.maxBatchBytes = settings.walBatchBytes
                     wal = try await WAL.open(directory: walDirectory, configuration: configuration)
                 } catch let error as WALError {
                     if case .locked = error.kind {

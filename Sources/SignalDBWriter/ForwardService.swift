@@ -48,13 +48,21 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
         }
         // An acceptor sends only records above its checkpoint: a settled LSN at or above one of
         // them is a broken or forged request, and believing it would drop that record.
-        if let lowest = message.records.map(\.lsn).min(), message.settledLsn >= lowest {
+        if let lowest = message.records.map(\.lsn).filter({ $0 > 0 }).min(), message.settledLsn >= lowest {
             metrics.forward(result: "invalid", records: 0)
             throw RPCError(code: .invalidArgument, message: "settled_lsn \(message.settledLsn) is not below every record's LSN (the lowest is \(lowest)): an acceptor sends only records above its checkpoint")
         }
         do {
             let cancellation = context.cancellation
-            let response = try await take(message, abandoned: { cancellation.isCancelled })
+            // gRPC reports a passed deadline or a reset stream through the context, not by
+            // cancelling this task: a forward still queued behind the ordering lock then leaves
+            // the queue (and frees its payload) instead of waiting its turn.
+            let work = Task { try await self.take(message, abandoned: { cancellation.isCancelled }) }
+            let response = try await withTaskCancellationHandler {
+                try await withRPCCancellationHandler(operation: { try await work.value }, onCancelRPC: { work.cancel() })
+            } onCancel: {
+                work.cancel()
+            }
             metrics.forward(result: "ok", records: message.records.count)
             return ServerResponse(message: response)
         } catch {
@@ -105,7 +113,7 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
         var appended = 0
         var notTaken = Set<LSN>()
         do {
-            try await gate.withLock {
+            try await gate.withLock(bytes: message.records.reduce(0) { $0 + $1.envelope.count }) {
                 if abandoned() { throw RPCError(code: .cancelled, message: "the caller gave up while this forward waited its turn") }
                 let (fresh, heldWriterLSN, beyond) = marks.classify(acceptor: acceptor, settled: settled, lsns: lsns)
                 waitFor = heldWriterLSN
@@ -142,10 +150,10 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
             throw mapWALError(error)
         } catch is AsyncLock.QueueFull {
             metrics.backpressure()
-            throw RPCError(GoogleRPCStatus(code: .unavailable, message: "\(gate.maxWaiters) forwards are already waiting to append; retry later",
+            throw RPCError(GoogleRPCStatus(code: .unavailable, message: "too many forwards (or bytes) are already waiting to append; retry later",
                                            details: [.retryInfo(delay: .seconds(1))]))
         } catch is CancellationError {
-            throw RPCError(code: .cancelled, message: "the forward was cancelled before it appended")
+            throw RPCError(code: .cancelled, message: "the forward was cancelled (its caller gave up, or the writer is stopping); whatever it appended is acknowledged to a resend")
         } catch {
             throw RPCError(code: .unavailable, message: "the writer could not take the records: \(error)")
         }

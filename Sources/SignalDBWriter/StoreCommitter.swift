@@ -66,9 +66,10 @@ final class StoreCommitter: Service, Sendable {
             logger.warning("shutdown bound reached before everything was stored; the rest stays in the WAL",
                            metadata: ["storedThrough": "\(committedLSN.load(ordering: .relaxed))", "walEnd": "\(wal.nextLSN - 1)"])
         } catch {
-            // The WAL failed under the committer: ending the group makes the process exit 1, so
-            // its supervisor restarts it and recovery runs.
-            logger.critical("the committer stopped: the WAL failed", metadata: ["error": "\(error)"])
+            // The WAL failed under the committer, or the store's progress conflicts with it:
+            // ending the group makes the process exit 1, so its supervisor restarts it and
+            // recovery and reconciling run.
+            logger.critical("the committer stopped", metadata: ["error": "\(error)"])
             health.setReady(false, detail: "committer stopped: \(error)")
             throw error
         }
@@ -106,6 +107,8 @@ final class StoreCommitter: Service, Sendable {
         var records = 0
         var lost = 0
         var last: LSN = 0
+        /// Writer LSNs of the records in it (rows or dead letter).
+        var storedLSNs: [LSN] = []
     }
 
     func commitForever() async throws {
@@ -150,6 +153,7 @@ final class StoreCommitter: Service, Sendable {
             }
             let progress = StoreProgress(writerLSN: batch.last, acceptors: stored)
             try await commit(batch, progress)
+            try? await removeStaleDeadLetters(batch)
             // S3.
             _ = try await retrying("checkpointing the WAL") { try await self.wal.checkpoint(upTo: batch.last) }
             committedLSN.store(batch.last, ordering: .relaxed)
@@ -183,6 +187,7 @@ final class StoreCommitter: Service, Sendable {
             batch.rows.append(more.rows)
             batch.sources += more.sources
             batch.deadLetters += more.deadLetters
+            batch.storedLSNs += more.storedLSNs
             batch.records += more.records
             batch.last = more.last
             return true
@@ -202,6 +207,7 @@ final class StoreCommitter: Service, Sendable {
     static func decode(_ record: Record, into batch: inout Batch) {
         batch.records += 1
         batch.last = record.lsn
+        batch.storedLSNs.append(record.lsn)
         let source: WriterRecord
         do {
             source = try WriterRecord(decoding: record.payload)
@@ -235,6 +241,29 @@ final class StoreCommitter: Service, Sendable {
         }
     }
 
+    /// A dead letter whose record was just stored as rows is stale: it was written before a
+    /// commit that never landed, and a newer build has mapped the record since. Left in place,
+    /// a replay would store the record a second time.
+    func removeStaleDeadLetters(_ batch: Batch) async throws {
+        let folder = deadLetters.directory
+        guard FileManager.default.fileExists(atPath: folder) else { return }
+        let dead = Set(batch.deadLetters.map(\.lsn))
+        let stored = batch.storedLSNs.filter { !dead.contains($0) }
+        let logger = self.logger
+        try await Blocking.run {
+            var removed = 0
+            for lsn in stored {
+                let base = folder + "/" + String(format: "lsn-%020llu", lsn)
+                if unlink(base + ".json") == 0 {
+                    unlink(base + ".envelope")
+                    removed += 1
+                    logger.notice("removed a stale dead letter: its record is now stored", metadata: ["lsn": "\(lsn)"])
+                }
+            }
+            if removed > 0 { try DurableFile.fsyncDirectory(folder) }
+        }
+    }
+
     /// S2 and S4: one transaction, retried until it succeeds.
     func commit(_ batch: Batch, _ progress: StoreProgress) async throws {
         let store = self.store, rows = batch.rows
@@ -258,6 +287,10 @@ final class StoreCommitter: Service, Sendable {
                 if Task.isCancelled { throw CancellationError() }
                 attempt += 1
                 metrics.commitFailure(reason: Self.reason(error))
+                if (error as? StoreCommitError)?.kind == .conflict {
+                    logger.critical("the store's progress is past the writer's: stopping so that start-up reconciles again", metadata: ["error": "\(error)"])
+                    throw error
+                }
                 if attempt == 1 {
                     failing.store(true, ordering: .relaxed)
                     metrics.storeFailing(true)

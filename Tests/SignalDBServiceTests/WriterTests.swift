@@ -10,6 +10,7 @@ import XCTest
 @testable import SignalDBService
 @testable import SignalDBStore
 @testable import SignalDBWriter
+import GRDB
 
 /// The writer's pieces in process: the held-LSN sets, the writer record, the marks, the
 /// Forward path against a real WAL (random batch shapes, out of order, retried, racing), the
@@ -163,7 +164,7 @@ final class WriterTests: XCTestCase {
     // MARK: The Forward path against a real WAL
 
     func openWAL(segmentSize: Int = 1 << 20) async throws -> WAL {
-        var configuration = Configuration()
+        var configuration = SignalWAL.Configuration()
         configuration.segmentSize = segmentSize
         configuration.maxRecordSize = 256 << 10
         return try await WAL.open(directory: directory + "/wal", configuration: configuration)
@@ -332,6 +333,27 @@ final class WriterTests: XCTestCase {
         XCTAssertEqual(reopened.acceptors["a"], AcceptorProgress(floor: 2, held: LSNRanges([4, 5, 9])))
         XCTAssertEqual(reopened.acceptors["a"]?.highWater, 9)
         try store!.close()
+    }
+
+    /// Contract 5: a retry of a commit that landed inserts nothing; a commit behind the stored
+    /// progress is a conflict (another writer on the database), not a silent skip.
+    func testARetriedCommitInsertsNothingAndOneBehindTheStoreIsAConflict() throws {
+        let store = try SQLiteStore(path: directory + "/retry.sqlite")
+        var rows = StoreRows()
+        rows.logs = [LogRow(tenant: "t", dataset: "d", timeUnixNano: 1, observedTimeUnixNano: 1, severityNumber: 9, severityText: "INFO",
+                            body: "\"a\"", traceID: nil, spanID: nil, eventName: "", serviceName: nil, scopeName: "", attributes: "{}",
+                            resourceAttributes: "{}", receivedAtUnixNano: 1)]
+        let progress = StoreProgress(writerLSN: 10, acceptors: [:])
+        XCTAssertEqual(try store.commit(rows, progress: progress).inserted, 1)
+        XCTAssertEqual(try store.commit(rows, progress: progress).inserted, 0, "the same commit again: a retry")
+        XCTAssertThrowsError(try store.commit(rows, progress: StoreProgress(writerLSN: 5, acceptors: [:]))) {
+            XCTAssertEqual(($0 as? StoreCommitError)?.kind, .conflict, "\($0)")
+        }
+        // An empty commit may lower the progress: start-up's reconciling does.
+        XCTAssertEqual(try store.commit(StoreRows(), progress: StoreProgress(writerLSN: 3, acceptors: [:])).inserted, 0)
+        XCTAssertEqual(try store.commit(rows, progress: StoreProgress(writerLSN: 4, acceptors: [:])).inserted, 1)
+        XCTAssertEqual(try store.queue.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM logs") }, 2)
+        try store.close()
     }
 
     /// Contract 1 and 4: a commit that fails (another connection holds the write lock: the
