@@ -9,12 +9,25 @@ import GRDB
 public final class SQLiteStore: Store {
     let queue: DatabaseQueue
     public let path: String
+    /// `<path>.lock`, held (flock) while open: two writers storing into one database would each
+    /// trust the other's progress and skip records.
+    private let lockDescriptor: Int32
 
     /// Opens (creating) the database at `path` and brings its schema to ``SQLiteSchema/version``.
     /// `busyTimeout`: how long a commit waits for another connection's lock before it fails
     /// (and the writer retries it).
     public init(path: String, busyTimeout: Double = 1.0) throws {
         self.path = path
+        let lockPath = path + ".lock"
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw StoreError("cannot open \(lockPath): \(String(cString: strerror(errno))). Check that the store's directory exists and is writable by the service user")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            Glibc.close(fd)
+            throw StoreError("\(path) is in use by another signaldb-writer (\(lockPath) is locked): give each writer its own WRITER_STORE")
+        }
+        lockDescriptor = fd
         var configuration = GRDB.Configuration()
         configuration.busyMode = .timeout(busyTimeout)
         configuration.label = "signaldb-store"
@@ -39,8 +52,10 @@ public final class SQLiteStore: Store {
                 }
             }
         } catch let error as StoreError {
+            Glibc.close(fd)
             throw error
         } catch {
+            Glibc.close(fd)
             throw StoreError("cannot open the SQLite store \(path): \(error). Check that its directory exists and is writable by the service user, and that the disk has room")
         }
     }
@@ -138,6 +153,7 @@ public final class SQLiteStore: Store {
     }
 
     public func close() throws {
+        defer { Glibc.close(lockDescriptor) }
         try queue.close()
     }
 }

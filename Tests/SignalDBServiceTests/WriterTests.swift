@@ -362,11 +362,13 @@ final class WriterTests: XCTestCase {
     func testABusyStoreFailsTheWholeCommitAndTheRetrySucceeds() throws {
         let path = directory + "/busy.sqlite"
         let store = try SQLiteStore(path: path, busyTimeout: 0.05)
-        let blocker = try SQLiteStore(path: path)
+        // Another program on the same file (not a writer: a second writer is refused, below).
+        let blocker = try DatabaseQueue(path: path)
         var rows = StoreRows()
         rows.spans = (0..<5).map { Self.spanRow($0) }
         let progress = StoreProgress(writerLSN: 3, acceptors: [:])
-        try blocker.queue.writeWithoutTransaction { db in
+        XCTAssertThrowsError(try SQLiteStore(path: path)) { XCTAssertTrue("\($0)".contains("in use by another signaldb-writer"), "\($0)") }
+        try blocker.writeWithoutTransaction { db in
             try db.execute(sql: "BEGIN EXCLUSIVE")
             XCTAssertThrowsError(try store.commit(rows, progress: progress)) { XCTAssertEqual(StoreCommitter.reason($0), "busy", "\($0)") }
             try db.execute(sql: "ROLLBACK")
