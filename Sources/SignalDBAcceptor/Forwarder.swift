@@ -77,21 +77,7 @@ final class Forwarder: Service {
     /// Runs `body` until it succeeds; errors are retried with backoff unless the WAL itself has
     /// failed (then they are fatal) or the task is cancelled.
     func retrying<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
-        var attempt = 0
-        while true {
-            do {
-                return try await body()
-            } catch {
-                if error is CancellationError || Task.isCancelled { throw CancellationError() }
-                if let failure = wal.failure { throw failure }
-                attempt += 1
-                let delay = Backoff.delay(attempt: attempt, max: settings.backoffMax)
-                if attempt == 1 || attempt % 20 == 0 {
-                    logger.error("forwarder: \(what) failed; retrying", metadata: ["error": "\(error)", "attempt": "\(attempt)", "retryIn": "\(delay)"])
-                }
-                try await Task.sleep(for: delay)
-            }
-        }
+        try await Backoff.retrying("forwarder: " + what, max: settings.backoffMax, wal: wal, logger: logger, body)
     }
 
     func forwardForever() async throws {

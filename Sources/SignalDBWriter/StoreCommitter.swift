@@ -314,21 +314,7 @@ final class StoreCommitter: Service, Sendable {
     }
 
     func retrying<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
-        var attempt = 0
-        while true {
-            do {
-                return try await body()
-            } catch {
-                if error is CancellationError || Task.isCancelled { throw CancellationError() }
-                if let failure = wal.failure { throw failure }
-                attempt += 1
-                let delay = Backoff.delay(attempt: attempt, max: batching.backoffMax)
-                if attempt == 1 || attempt % 20 == 0 {
-                    logger.error("committer: \(what) failed; retrying", metadata: ["error": "\(error)", "attempt": "\(attempt)", "retryIn": "\(delay)"])
-                }
-                try await Task.sleep(for: delay)
-            }
-        }
+        try await Backoff.retrying("committer: " + what, max: batching.backoffMax, wal: wal, logger: logger, body)
     }
 
     /// Suspends until `lsn` is visible, `timeout` passes, or the task is cancelled (the record
