@@ -31,7 +31,7 @@ public enum Acceptor {
         } else {
             logger.warning("authentication is off: ACCEPTOR_API_KEYS_FILE is not set, so any client may write any tenant")
         }
-        try ServiceDirectory.ensure(settings.walDirectory, setting: "ACCEPTOR_WAL_DIR")
+        try ServiceDirectory.ensure(settings.walDirectory, setting: "ACCEPTOR_WAL_DIR", access: settings.common.fileAccess, logger: logger)
 
         let scrape = ScrapeHook()
         try await AdminServer.running(address: settings.adminAddress, setting: "ACCEPTOR_ADMIN_ADDR", health: health, registry: registry,
@@ -53,7 +53,9 @@ public enum Acceptor {
         // One record of the largest request must fit a batch (the default, 64 MiB, is just
         // under a 64 MiB request with its envelope and record headers).
         walConfiguration.maxBatchBytes = max(64 << 20, Format.recordSpan(payloadLength: walConfiguration.effectiveMaxRecordSize))
-        walConfiguration.logger = logger
+        walConfiguration.logger = Telemetry.walLogger(service: "acceptor")
+        walConfiguration.fileAccess = settings.common.fileAccess
+        walConfiguration.metricDimensions = [("service", "signaldb-acceptor")]
         let started = ContinuousClock.now
         let wal = try await WAL.open(directory: settings.walDirectory, configuration: walConfiguration)
         let report = wal.recoveryReport
@@ -65,7 +67,7 @@ public enum Acceptor {
             logger.error("WAL recovery found damage; see the quarantine folder and signalwal_recovery_* metrics",
                          metadata: ["report": "\(report)"])
         }
-        let acceptorID = try AcceptorIdentity.loadOrCreate(directory: settings.walDirectory)
+        let acceptorID = try AcceptorIdentity.loadOrCreate(directory: settings.walDirectory, access: settings.common.fileAccess)
         let limiter = TenantLimiter(limits: settings.tenantLimits)
         let space = FreeSpaceGuard(path: settings.walDirectory, reserve: settings.minFreeBytes)
         let ingestor = Ingestor(wal: wal, keys: keys, limiter: limiter, space: space, health: health, metrics: metrics,
@@ -92,7 +94,7 @@ public enum Acceptor {
         let writer = Signaldb_Internal_V1_Writer.Client(wrapping: grpcClient)
         let forwarder = Forwarder(
             wal: wal, send: { request, metadata, options in try await writer.forward(request, metadata: metadata, options: options) },
-            acceptorID: acceptorID, settings: settings.forward, deadLetters: DeadLetters(walDirectory: settings.walDirectory, logger: logger),
+            acceptorID: acceptorID, settings: settings.forward, deadLetters: DeadLetters(walDirectory: settings.walDirectory, access: settings.common.fileAccess, logger: logger),
             limiter: limiter, metrics: metrics, internalKey: settings.internalKey, health: health, logger: logger)
 
         scrape.set { wal.refreshMetrics(); forwarder.updateLag() }

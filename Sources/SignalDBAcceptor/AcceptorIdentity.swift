@@ -8,9 +8,9 @@ import SignalWAL
 enum AcceptorIdentity {
     static let fileName = "acceptor-id"
 
-    static func loadOrCreate(directory: String) throws -> String {
+    static func loadOrCreate(directory: String, access: FileAccess = .owner) throws -> String {
         let path = directory + "/" + fileName
-        if access(path, F_OK) == 0 || errno != ENOENT {
+        if Glibc.access(path, F_OK) == 0 || errno != ENOENT {
             // It exists (or cannot be checked): never replace it. A new id would make the writer
             // take this WAL's backlog for another acceptor's data and store it again.
             let text: String
@@ -24,7 +24,7 @@ enum AcceptorIdentity {
             return id
         }
         let id = UUID().uuidString.lowercased()
-        try DurableFile.write(Array((id + "\n").utf8), to: path)
+        try DurableFile.write(Array((id + "\n").utf8), to: path, mode: access.fileMode)
         return id
     }
 }

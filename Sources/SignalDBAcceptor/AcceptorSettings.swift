@@ -31,14 +31,13 @@ public struct AcceptorSettings: Sendable {
     static let decodeBudget = SettingSpec("acceptor.decode.budget.bytes", default: "256MiB", "request bytes being read and decoded at once, across all connections; past it requests get 503 + Retry-After")
     static let idleTimeout = SettingSpec("acceptor.http.idle.timeout.seconds", default: "60", "an HTTP connection that sends nothing for this long is closed (slow or stuck clients)")
     static let internalKey = SettingSpec("signaldb.internal.key", default: "", "shared key for the acceptor-to-writer link; when set on both sides an unauthenticated forward is refused")
-    static let logLevel = SettingSpec("log.level", default: "info", "trace, debug, info, notice, warning, error or critical")
 
     public static let specs: [SettingSpec] = [
         configFile, httpAddr, grpcAddr, adminAddr, walDir, walMaxBytes, walSegmentBytes, walSpares, walDurability, minFreeBytes,
         maxRequestBytes, writerAddr, forwardBatchRecords, forwardBatchBytes, forwardInFlight, forwardTimeout, forwardBackoffMax,
         breakerFailures, apiKeysFile, tenantRequests, tenantBytes, tenantBacklog, drainSeconds, shutdownTimeout, decodeBudget,
-        idleTimeout, internalKey, logLevel,
-    ]
+        idleTimeout, internalKey,
+    ] + CommonSettings.specs
 
     public var httpAddress: ListenAddress
     public var grpcAddress: ListenAddress
@@ -60,7 +59,9 @@ public struct AcceptorSettings: Sendable {
     public var decodeBudgetBytes: Int
     public var httpIdleTimeout: Duration
     public var internalKey: String?
-    public var logLevel: Logger.Level
+    /// Log level, log file, file access (shared with the other service).
+    public var common: CommonSettings
+    public var logLevel: Logger.Level { common.logLevel }
 
     public init(_ s: Settings) throws {
         httpAddress = try s.address(Self.httpAddr)
@@ -106,9 +107,7 @@ public struct AcceptorSettings: Sendable {
                                "at least twice ACCEPTOR_MAX_REQUEST_BYTES plus 1 MiB (\(2 * maxRequestBytes + (1 << 20))): the largest compressed request and its inflated body must fit at once")
         }
         internalKey = s.optionalString(Self.internalKey)
-        let level = s.string(Self.logLevel)
-        guard let logLevel = Logger.Level(rawValue: level) else { throw SettingError(Self.logLevel, level, "trace, debug, info, notice, warning, error or critical") }
-        self.logLevel = logLevel
+        common = try CommonSettings(s)
     }
 }
 

@@ -19,6 +19,7 @@ public final class Ingestor: Sendable {
     let maxRecordBytes: Int
     let decodeBudget: DecodeBudget
     let logger: Logger
+    let backpressure: BackpressureLog
 
     init(wal: WAL, keys: APIKeys?, limiter: TenantLimiter, space: FreeSpaceGuard, health: Health,
          metrics: AcceptorMetrics, maxRequestBytes: Int, decodeBudget: DecodeBudget, logger: Logger) {
@@ -32,6 +33,7 @@ public final class Ingestor: Sendable {
         self.maxRequestBytes = maxRequestBytes
         self.maxRecordBytes = wal.configuration.effectiveMaxRecordSize
         self.logger = logger
+        backpressure = BackpressureLog(logger: logger, bound: "ACCEPTOR_WAL_MAX_BYTES")
     }
 
     /// Who is sending, from the request's headers or metadata.
@@ -98,6 +100,7 @@ public final class Ingestor: Sendable {
         } catch {
             throw IngestError(.unavailable(retryAfterSeconds: 5), "the WAL append failed: \(error)", reason: "wal_error")
         }
+        backpressure.accepted()
         limiter.charge(lsn: lsn, tenant: tenant, bytes: envelope.count)
         metrics.items(signal: signal, accepted: decoded.acceptedItems, rejected: decoded.rejectedItems)
         return Accepted(accepted: decoded.acceptedItems, rejected: decoded.rejectedItems, message: decoded.rejectionMessage, lsn: lsn)
@@ -108,11 +111,13 @@ public final class Ingestor: Sendable {
         switch error.kind {
         case .backlogFull(let live, let limit):
             metrics.backpressure(reason: "backlog_full")
+            backpressure.refused(reason: "backlog_full", detail: "\(live) of \(limit) bytes not yet forwarded")
             return IngestError(.unavailable(retryAfterSeconds: retry),
                                "the acceptor's WAL holds \(live) bytes not yet forwarded, its bound (ACCEPTOR_WAL_MAX_BYTES=\(limit)); the writer is behind or down. Retry after \(retry) s",
                                reason: "backlog_full")
         case .outOfSpace:
             metrics.backpressure(reason: "out_of_space")
+            backpressure.refused(reason: "out_of_space", detail: "\(error.path)")
             logger.error("WAL append: out of space", metadata: ["path": "\(error.path)", "hint": "\(error.hint)"])
             return IngestError(.unavailable(retryAfterSeconds: max(retry, 10)), "the acceptor's disk is full (\(error.path)); retry later", reason: "out_of_space")
         case .recordTooLarge(let size, let limit):

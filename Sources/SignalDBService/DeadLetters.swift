@@ -14,15 +14,18 @@ public final class DeadLetters: Sendable {
     public let directory: String
     let logger: Logger
 
-    public init(walDirectory: String, logger: Logger) {
+    let access: FileAccess
+
+    public init(walDirectory: String, access: FileAccess = .owner, logger: Logger) {
         directory = walDirectory + "/" + Self.folder
+        self.access = access
         self.logger = logger
     }
 
     /// Writes both files durably. `extra` adds fields to the JSON (the writer adds the acceptor id and LSN).
     public func write(lsn: LSN, envelope: [UInt8], reason: String, extra: [String: Any] = [:]) throws {
         if !FileManager.default.fileExists(atPath: directory) {
-            guard mkdir(directory, 0o700) == 0 || errno == EEXIST else {
+            guard mkdir(directory, access.directoryMode) == 0 || errno == EEXIST else {
                 throw ServiceStartError("cannot create \(directory): \(String(cString: strerror(errno)))")
             }
             try DurableFile.fsyncDirectory((directory as NSString).deletingLastPathComponent)
@@ -36,8 +39,8 @@ public final class DeadLetters: Sendable {
         ]
         meta.merge(extra) { a, _ in a }
         let json = try JSONSerialization.data(withJSONObject: meta, options: [.sortedKeys])
-        try DurableFile.write(envelope, to: directory + "/" + name + ".envelope")
-        try DurableFile.write(Array(json) + [10], to: directory + "/" + name + ".json")
+        try DurableFile.write(envelope, to: directory + "/" + name + ".envelope", mode: access.fileMode)
+        try DurableFile.write(Array(json) + [10], to: directory + "/" + name + ".json", mode: access.fileMode)
         logger.warning("dead-lettered a record that can never be stored",
                        metadata: ["lsn": "\(lsn)", "tenant": "\(decoded?.tenant ?? "?")", "reason": "\(reason)", "path": "\(directory)/\(name).envelope"])
     }

@@ -7,6 +7,7 @@ public enum DurableFile {
         let temp = path + ".tmp"
         let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw ServiceStartError("cannot create \(temp): \(String(cString: strerror(errno))). Check the directory's owner and permissions.") }
+        _ = fchmod(fd, mode)  // exactly `mode`: the umask may strip group bits asked for
         var ok = bytes.withUnsafeBytes { buffer -> Bool in
             var offset = 0
             while offset < buffer.count {

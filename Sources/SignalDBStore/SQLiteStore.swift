@@ -15,11 +15,23 @@ public final class SQLiteStore: Store {
 
     /// Opens (creating) the database at `path` and brings its schema to ``SQLiteSchema/version``.
     /// `busyTimeout`: how long a commit waits for another connection's lock before it fails
-    /// (and the writer retries it).
-    public init(path: String, busyTimeout: Double = 1.0) throws {
+    /// (and the writer retries it). `fileMode`: the permission bits of the files created (the
+    /// database and its lock; SQLite gives its `-wal` and `-shm` files the database's).
+    public init(path: String, busyTimeout: Double = 1.0, fileMode: mode_t = 0o600) throws {
         self.path = path
         let lockPath = path + ".lock"
-        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        // Created here, not by SQLite: SQLite would use 0644 (less the umask), and its journal
+        // files copy the database's mode.
+        let created = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, fileMode)
+        if created >= 0 {
+            _ = fchmod(created, fileMode)
+            _ = fsync(created)
+            Glibc.close(created)
+            let directory = (path as NSString).deletingLastPathComponent
+            let dfd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dfd >= 0 { _ = fsync(dfd); Glibc.close(dfd) }
+        }
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, fileMode)
         guard fd >= 0 else {
             throw StoreError("cannot open \(lockPath): \(String(cString: strerror(errno))). Check that the store's directory exists and is writable by the service user")
         }

@@ -30,6 +30,7 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
     let health: Health
     let metrics: WriterMetrics
     let logger: Logger
+    let backpressure: BackpressureLog
 
     func forward(request: ServerRequest<Signaldb_Internal_V1_ForwardRequest>, context: ServerContext)
         async throws -> ServerResponse<Signaldb_Internal_V1_ForwardResponse>
@@ -158,6 +159,7 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
             throw RPCError(code: .unavailable, message: "the writer could not take the records: \(error)")
         }
         metrics.appended(records: appended)
+        if appended > 0 { backpressure.accepted() }
         metrics.duplicates(kind: "forward", count: lsns.count - appended - notTaken.count)
         if !notTaken.isEmpty {
             logger.warning("an acceptor's records are too far above its checkpoint; taking the ones in reach",
@@ -180,6 +182,7 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
 
     func backlogFull() -> RPCError {
         metrics.backpressure()
+        backpressure.refused(reason: "backlog_full", detail: "\(wal.liveBytes) of \(maxBacklogBytes) bytes not yet stored")
         let retry = wal.backlogStatus.suggestedRetryAfter
         health.setReady(false, detail: "the WAL backlog (\(wal.liveBytes) bytes) is at WRITER_WAL_MAX_BYTES (\(maxBacklogBytes)): the store is behind")
         return RPCError(GoogleRPCStatus(code: .unavailable, message: "the writer's backlog is at WRITER_WAL_MAX_BYTES: its store is behind; retry later",
@@ -197,6 +200,7 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
             return RPCError(code: .resourceExhausted, message: "the writer's WAL refused the records (\(error)): raise WRITER_MAX_RECORD_BYTES and WRITER_WAL_SEGMENT_BYTES")
         case .outOfSpace:
             metrics.backpressure()
+            backpressure.refused(reason: "out_of_space", detail: "\(error.path)")
             return RPCError(GoogleRPCStatus(code: .unavailable, message: "the writer's WAL disk is full (\(error)); retry later", details: [.retryInfo(delay: .seconds(5))]))
         default:
             if wal.failure != nil {

@@ -31,9 +31,10 @@ public enum Writer {
         if settings.internalKey == nil {
             logger.notice("SIGNALDB_INTERNAL_KEY is not set: any client that reaches WRITER_GRPC_ADDR may forward records")
         }
-        try ServiceDirectory.ensure(settings.walDirectory, setting: "WRITER_WAL_DIR")
+        try ServiceDirectory.ensure(settings.walDirectory, setting: "WRITER_WAL_DIR", access: settings.common.fileAccess, logger: logger)
         let storeDirectory = (settings.sqlitePath as NSString).deletingLastPathComponent
-        try ServiceDirectory.ensure(storeDirectory.isEmpty ? "." : storeDirectory, setting: "WRITER_STORE")
+        try ServiceDirectory.ensure(storeDirectory.isEmpty ? "." : storeDirectory, setting: "WRITER_STORE",
+                                    access: settings.common.fileAccess, logger: logger)
 
         let scrape = ScrapeHook()
         try await AdminServer.running(address: settings.adminAddress, setting: "WRITER_ADMIN_ADDR", health: health, registry: registry,
@@ -54,7 +55,9 @@ public enum Writer {
         walConfiguration.durability = .groupCommit
         walConfiguration.maxLiveBytes = settings.walMaxBytes
         walConfiguration.maxBatchBytes = settings.walBatchBytes
-        walConfiguration.logger = logger
+        walConfiguration.logger = Telemetry.walLogger(service: "writer")
+        walConfiguration.fileAccess = settings.common.fileAccess
+        walConfiguration.metricDimensions = [("service", "signaldb-writer")]
         let started = ContinuousClock.now
         let wal = try await WAL.open(directory: settings.walDirectory, configuration: walConfiguration)
         let report = wal.recoveryReport
@@ -66,7 +69,8 @@ public enum Writer {
         do {
             health.setDetail("opening the store \(settings.sqlitePath)")
             let path = settings.sqlitePath, timeout = settings.storeBusyTimeout
-            store = try await Blocking.run { try SQLiteStore(path: path, busyTimeout: timeout) }
+            let access = settings.common.fileAccess
+            store = try await Blocking.run { try SQLiteStore(path: path, busyTimeout: timeout, fileMode: access.fileMode) }
             health.setDetail("rebuilding the per-acceptor marks from the store and the WAL")
             resume = try await Blocking.run { [store] in
                 let resume = try reconcile(wal: wal, store: store, logger: logger)
@@ -92,11 +96,11 @@ public enum Writer {
 
         let committer = StoreCommitter(
             wal: wal, store: store, marks: marks, batching: settings.batch,
-            deadLetters: DeadLetters(walDirectory: settings.walDirectory, logger: logger), health: health, metrics: metrics,
+            deadLetters: DeadLetters(walDirectory: settings.walDirectory, access: settings.common.fileAccess, logger: logger), health: health, metrics: metrics,
             maxBacklogBytes: settings.walMaxBytes, committed: resume.committed, progress: resume.progress, logger: logger)
         let forward = ForwardService(wal: wal, marks: marks, gate: AsyncLock(), maxBacklogBytes: settings.walMaxBytes,
                                      maxRecordBytes: settings.maxRecordBytes, internalKey: settings.internalKey, health: health,
-                                     metrics: metrics, logger: logger)
+                                     metrics: metrics, logger: logger, backpressure: BackpressureLog(logger: logger, bound: "WRITER_WAL_MAX_BYTES"))
         let server = GRPCServer(
             transport: .http2NIOPosix(
                 address: settings.grpcAddress.grpcBindAddress, transportSecurity: .plaintext,

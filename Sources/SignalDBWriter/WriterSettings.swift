@@ -21,12 +21,11 @@ public struct WriterSettings: Sendable {
     static let storeBackoffMax = SettingSpec("writer.store.backoff.max.seconds", default: "10", "longest wait between retries of a failed commit (exponential from 0.1 s, with jitter)")
     static let shutdownTimeout = SettingSpec("writer.shutdown.timeout.seconds", default: "30", "on SIGTERM, the longest the writer takes to finish in-flight forwards and commit what is durable")
     static let internalKey = SettingSpec("signaldb.internal.key", default: "", "shared key for the acceptor-to-writer link; when set, a forward without it gets UNAUTHENTICATED")
-    static let logLevel = SettingSpec("log.level", default: "info", "trace, debug, info, notice, warning, error or critical")
 
     public static let specs: [SettingSpec] = [
         configFile, grpcAddr, adminAddr, walDir, walMaxBytes, walSegmentBytes, walSpares, maxRecordBytes, maxForwardBytes, store, storeBatchRows,
-        storeBatchRecords, storeBatchInterval, storeBusyTimeout, storeBackoffMax, shutdownTimeout, internalKey, logLevel,
-    ]
+        storeBatchRecords, storeBatchInterval, storeBusyTimeout, storeBackoffMax, shutdownTimeout, internalKey,
+    ] + CommonSettings.specs
 
     public var grpcAddress: ListenAddress
     public var adminAddress: ListenAddress
@@ -47,7 +46,9 @@ public struct WriterSettings: Sendable {
     public var storeBusyTimeout: Double
     public var shutdownTimeout: Duration
     public var internalKey: String?
-    public var logLevel: Logger.Level
+    /// Log level, log file, file access (shared with the other service).
+    public var common: CommonSettings
+    public var logLevel: Logger.Level { common.logLevel }
 
     public init(_ s: Settings) throws {
         grpcAddress = try s.address(Self.grpcAddr)
@@ -84,9 +85,7 @@ public struct WriterSettings: Sendable {
         storeBusyTimeout = try s.double(Self.storeBusyTimeout, in: 0...600)
         shutdownTimeout = try s.seconds(Self.shutdownTimeout, in: 1...3600)
         internalKey = s.optionalString(Self.internalKey)
-        let level = s.string(Self.logLevel)
-        guard let logLevel = Logger.Level(rawValue: level) else { throw SettingError(Self.logLevel, level, "trace, debug, info, notice, warning, error or critical") }
-        self.logLevel = logLevel
+        common = try CommonSettings(s)
     }
 }
 

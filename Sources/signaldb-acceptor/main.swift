@@ -19,7 +19,8 @@ if let unknown = arguments.first {
 
 do {
     let settings = try AcceptorSettings(try await Settings.load(configFileSpec: AcceptorSettings.configFile))
-    let registry = Telemetry.bootstrap(service: "signaldb-acceptor", logLevel: settings.logLevel)
+    let registry = try Telemetry.bootstrap(service: "signaldb-acceptor", logLevel: settings.logLevel,
+                                           logFile: settings.common.logFile, access: settings.common.fileAccess)
     let logger = Logger(label: "signaldb.acceptor")
     do {
         try await Acceptor.run(settings: settings, registry: registry, logger: logger)

@@ -24,7 +24,8 @@ do {
         FileHandle.standardError.write(Data("signaldb-writer: unknown argument '\(unknown)'. Settings are environment variables; see --help.\n".utf8))
         exit(64)
     }
-    let registry = Telemetry.bootstrap(service: "signaldb-writer", logLevel: settings.logLevel)
+    let registry = try Telemetry.bootstrap(service: "signaldb-writer", logLevel: settings.logLevel,
+                                           logFile: settings.common.logFile, access: settings.common.fileAccess)
     let logger = Logger(label: "signaldb.writer")
     do {
         try await Writer.run(settings: settings, registry: registry, logger: logger)

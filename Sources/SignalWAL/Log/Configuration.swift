@@ -118,6 +118,11 @@ public struct Configuration: Sendable {
     /// system calls, with one log line saying why, when it does not.
     public var useIOURing: Bool = true
     public var logger: Logger = Logger(label: "signalwal")
+    /// Permissions of the directories and files the WAL creates. Default ``FileAccess/owner``
+    /// (0700 / 0600).
+    public var fileAccess: FileAccess = .owner
+    /// Dimensions added to every metric besides `wal` (a service adds `service`).
+    public var metricDimensions: [(String, String)] = []
     /// Where counters and timers go (see `WALMetrics` for the names). Nil uses the factory the
     /// process bootstrapped with `MetricsSystem.bootstrap` (a no-op one if it did not).
     public var metricsFactory: (any MetricsFactory)? = nil

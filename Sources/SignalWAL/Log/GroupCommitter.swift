@@ -352,6 +352,8 @@ final class GroupCommitter: Sendable {
     private func flush(_ job: FlushScheduler.Job, sealed: [OpenFile], active: OpenFile?, toWake: inout [Int]) {
         var failed: WALError? = nil
         let started = ContinuousClock.now
+        metrics.flushWindow.flushStarted()
+        defer { metrics.flushWindow.flushFinished() }
         do {
             try flusher.run(job, sealed: sealed, active: active)
         } catch {

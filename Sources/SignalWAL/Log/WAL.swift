@@ -94,7 +94,7 @@ public final class WAL: Sendable {
                            offset: activeInfo?.endOffset ?? Format.segmentHeaderBlock, stream: UInt64(offset))
         catalog = ConditionLock(Catalog(segments: recovered.segments, checkpoint: recovered.checkpointLSN, lsnFloor: recovered.lsnFloor))
         self.direct = direct
-        metrics = WALMetrics(directory: directory, factory: configuration.metricsFactory)
+        metrics = WALMetrics(directory: directory, extraDimensions: configuration.metricDimensions, factory: configuration.metricsFactory)
         committer = GroupCommitter(start: start, policy: configuration.durability, directory: directory,
                                    logger: configuration.logger, metrics: metrics,
                                    batchDelay: configuration.maxBatchDelay, maxBatchBytes: configuration.maxBatchBytes,
@@ -104,7 +104,7 @@ public final class WAL: Sendable {
                                      ready: [], reusable: recovered.reusable,
                                      useIOURing: configuration.useIOURing,
                                      prefault: configuration.durability != .groupCommit && configuration.backend == .mmap,
-                                     logger: configuration.logger,
+                                     access: configuration.fileAccess, logger: configuration.logger,
                                      metrics: metrics)
         let committer = committer
         let writer: any SegmentWriter
@@ -154,14 +154,14 @@ public final class WAL: Sendable {
         var path = directory.isEmpty ? "." : directory
         while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
         try configuration.validate(directory: path)
-        try FileSystem.createDirectories(path)
-        let lock = try DirectoryLock.acquire(directory: path)
+        try FileSystem.createDirectories(path, mode: configuration.fileAccess.directoryMode)
+        let lock = try DirectoryLock.acquire(directory: path, access: configuration.fileAccess)
         do {
             let recovered = try Recovery(directory: path, configuration: configuration).run()
             try checkSpace(directory: path, configuration: configuration, recovered: recovered)
             // So that a checkpoint, the way a full WAL frees space, never needs a new block.
             if !FileSystem.kind(of: path + "/" + CheckpointFile.standbyName).exists {
-                CheckpointFile.prepareStandby(directory: path)
+                CheckpointFile.prepareStandby(directory: path, access: configuration.fileAccess)
             }
             let direct = try configuration.backend == .uring ? stagedWriter(recovered, configuration: configuration, directory: path) : nil
             let wal = try WAL(directory: path, configuration: configuration, lock: lock, recovered: recovered, direct: direct)
@@ -629,12 +629,18 @@ public final class WAL: Sendable {
         metrics.backlogRecords.record(Int64(clamping: status.records))
         metrics.oldestRecordAge.record(status.oldestRecordAge)
         metrics.failed.record(failure == nil ? 0 : 1)
+        metrics.flushLatency.record(metrics.flushWindow.longestSeconds())
         let now = MonotonicClock.nanoseconds()
         let last = filesystemSampledAt.load(ordering: .relaxed)
         if now - last >= 1_000_000_000, filesystemSampledAt.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged,
            let usage = FileSystem.usage(directory) {
             metrics.filesystemUsed.record(usage.used)
             metrics.filesystemSize.record(usage.size)
+            metrics.diskUsed.record(usage.used)
+            metrics.diskSize.record(usage.size)
+            if let names = try? FileSystem.list(directory) {
+                metrics.segmentFiles.record(names.filter { Format.segmentSequence(fromFileName: $0) != nil }.count)
+            }
         }
     }
 
@@ -695,7 +701,7 @@ public final class WAL: Sendable {
         let effective = try checkpointGate.withLock { _ -> LSN in
             let current = checkpointLSN
             guard lsn > current else { return current }
-            try CheckpointFile.store(lsn, floor: catalog.withLock { $0.lsnFloor }, directory: directory)
+            try CheckpointFile.store(lsn, floor: catalog.withLock { $0.lsnFloor }, directory: directory, access: configuration.fileAccess)
             let freed = catalog.withLock { catalog -> [String] in
                 catalog.checkpoint = lsn
                 var count = 0

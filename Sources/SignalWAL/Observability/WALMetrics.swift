@@ -2,7 +2,8 @@ import CoreMetrics
 
 /// The WAL's counters and timers, through swift-metrics, so a service exports them with whatever
 /// backend it bootstrapped (the ingestion services use Prometheus). Every metric carries the
-/// dimension `wal` = the WAL directory.
+/// dimension `wal` = the WAL directory, plus the configuration's `metricDimensions` (the
+/// services add `service`).
 ///
 /// | name | kind | meaning |
 /// |---|---|---|
@@ -27,6 +28,14 @@ import CoreMetrics
 /// | `signalwal_recovery_lost_records` | gauge | records the last open's recovery found lost to damage |
 /// | `signalwal_recovery_damaged_ranges` | gauge | damaged stretches it skipped or quarantined (crash leftovers excluded) |
 /// | `signalwal_failed` | gauge | 1 once a flush failed (the WAL refuses appends until reopened), else 0 |
+/// | `signalwal_segment_files` | gauge | segment files in the directory: live, spares, kept for reuse |
+/// | `wal_flush_duration_seconds` | gauge | the longest flush of the last 15 to 30 s, or a running one's age (`FlushLatencyWindow`) |
+/// | `disk_used_bytes` | gauge | as `signalwal_filesystem_used_bytes`, with `mountpoint` = the filesystem's mount point |
+/// | `disk_size_bytes` | gauge | as `signalwal_filesystem_size_bytes`, with `mountpoint` |
+///
+/// The last three have no `signalwal_` prefix: they are the names the SignalDB operators'
+/// guide's alerts use (`(disk_used_bytes{mountpoint="/data/wal"} / disk_size_bytes{...}) > 0.85`,
+/// `wal_flush_duration_seconds > 1.0`), so those alerts work unchanged.
 ///
 /// The gauges are recorded at open, after each checkpoint and on ``WAL/refreshMetrics()``.
 final class WALMetrics: Sendable {
@@ -51,10 +60,22 @@ final class WALMetrics: Sendable {
     let recoveryLostRecords: Gauge
     let recoveryDamagedRanges: Gauge
     let failed: Gauge
+    let segmentFiles: Gauge
+    let flushLatency: Gauge
+    let diskUsed: Gauge
+    let diskSize: Gauge
+    let flushWindow = FlushLatencyWindow()
 
-    init(directory: String, factory: (any MetricsFactory)?) {
-        let dimensions = [("wal", directory)]
+    init(directory: String, extraDimensions: [(String, String)] = [], factory: (any MetricsFactory)?) {
+        let dimensions = [("wal", directory)] + extraDimensions
         let factory = factory ?? MetricsSystem.factory
+        segmentFiles = Gauge(label: "signalwal_segment_files", dimensions: dimensions, factory: factory)
+        flushLatency = Gauge(label: "wal_flush_duration_seconds", dimensions: dimensions, factory: factory)
+        // The mount point is read once: a WAL directory does not move to another filesystem
+        // while it is open.
+        let disk = dimensions + [("mountpoint", MountTable.mountPoint(containing: directory) ?? "unknown")]
+        diskUsed = Gauge(label: "disk_used_bytes", dimensions: disk, factory: factory)
+        diskSize = Gauge(label: "disk_size_bytes", dimensions: disk, factory: factory)
         recordsAppended = Counter(label: "signalwal_records_appended_total", dimensions: dimensions, factory: factory)
         bytesAppended = Counter(label: "signalwal_bytes_appended_total", dimensions: dimensions, factory: factory)
         flushes = Counter(label: "signalwal_flushes_total", dimensions: dimensions, factory: factory)

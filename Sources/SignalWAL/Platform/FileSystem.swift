@@ -11,9 +11,10 @@ enum FileSystem {
         return (true, (st.st_mode & S_IFMT) == S_IFDIR)
     }
 
-    /// Creates `path` and any missing parents (mode 0755), fsyncing each parent after creating
-    /// a child in it so the new directories survive a power cut.
-    static func createDirectories(_ path: String) throws {
+    /// Creates `path` and any missing parents (with `mode`, exactly: see ``FileAccess``),
+    /// fsyncing each parent after creating a child in it so the new directories survive a power
+    /// cut. Existing directories keep their mode.
+    static func createDirectories(_ path: String, mode: mode_t = FileAccess.owner.directoryMode) throws {
         let state = kind(of: path)
         if state.exists {
             guard state.isDirectory else {
@@ -23,9 +24,10 @@ enum FileSystem {
             return
         }
         let parent = parentDirectory(of: path)
-        if parent != path { try createDirectories(parent) }
+        if parent != path { try createDirectories(parent, mode: mode) }
         do {
-            try Syscall.run(.mkdir, path: path) { Syscall.errnoResult(mkdir(path, 0o755)) }
+            try Syscall.run(.mkdir, path: path) { Syscall.errnoResult(mkdir(path, mode)) }
+            _ = chmod(path, mode)
         } catch let error as WALError where error.errno == EEXIST {
             guard kind(of: path).isDirectory else {
                 throw WALError(.notADirectory, path: path, operation: "mkdir", errno: ENOTDIR,

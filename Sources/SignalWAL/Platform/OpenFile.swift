@@ -15,13 +15,17 @@ final class OpenFile: Sendable {
         self.path = path
     }
 
-    /// Opens `path`; `create` adds `O_CREAT` with mode 0644, `exclusive` adds `O_EXCL`.
+    /// Opens `path`; `create` adds `O_CREAT`, and sets the file's permission bits to `mode`
+    /// (``FileAccess``); `exclusive` adds `O_EXCL`.
     static func open(_ path: String, writable: Bool, create: Bool = false, exclusive: Bool = false,
-                     direct: Bool = false) throws -> OpenFile {
+                     direct: Bool = false, mode: mode_t = FileAccess.owner.fileMode) throws -> OpenFile {
         var flags = writable ? O_RDWR : O_RDONLY
         if create { flags |= O_CREAT }
         if exclusive { flags |= O_EXCL }
-        let fd = try Syscall.run(.open, path: path) { Int(sw_open(path, flags, direct ? 1 : 0, 0o644)) }
+        let fd = try Syscall.run(.open, path: path) { Int(sw_open(path, flags, direct ? 1 : 0, mode)) }
+        // Exactly `mode`: the umask would strip group bits an operator asked for. Best effort:
+        // a file another user owns (a restore done as root) keeps its mode, and still opens.
+        if create { _ = fchmod(Int32(fd), mode) }
         return OpenFile(fd: Int32(fd), path: path)
     }
 

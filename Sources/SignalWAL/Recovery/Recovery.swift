@@ -63,7 +63,7 @@ struct Recovery {
     /// Reads headers, the checkpoint and every live segment, and decides. Writes nothing.
     func analyze() throws -> RecoveryPlan {
         var plan = RecoveryPlan()
-        let quarantineDirectory = Quarantine(directory: directory)
+        let quarantineDirectory = Quarantine(directory: directory, access: configuration.fileAccess)
         var highestSequence: UInt64 = 0
 
         var named: [(UInt64, String)] = []
@@ -447,7 +447,7 @@ struct Recovery {
     /// next open plans the rest of.
     func apply(_ plan: RecoveryPlan) throws -> RecoveredState {
         var report = plan.report
-        let quarantine = Quarantine(directory: directory)
+        let quarantine = Quarantine(directory: directory, access: configuration.fileAccess)
         for path in plan.temporaryFiles {
             try FileSystem.remove(path)
             logger.notice("removed a leftover temporary file from an interrupted write", metadata: ["file": "\(path)"])
@@ -478,7 +478,7 @@ struct Recovery {
         var floorStored = true
         if let floor = plan.newFloor {
             do {
-                try CheckpointFile.store(plan.checkpointLSN, floor: floor, directory: directory)
+                try CheckpointFile.store(plan.checkpointLSN, floor: floor, directory: directory, access: configuration.fileAccess)
             } catch {
                 // Not fatal (a WAL that cannot open helps nobody): this run still starts above
                 // the floor, and the evidence is left in place (below) so the next open finds

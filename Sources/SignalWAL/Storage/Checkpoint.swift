@@ -38,11 +38,11 @@ enum CheckpointFile {
         }
     }
 
-    static func store(_ lsn: UInt64, floor: UInt64 = 0, directory: String) throws {
+    static func store(_ lsn: UInt64, floor: UInt64 = 0, directory: String, access: FileAccess = .owner) throws {
         let path = directory + "/" + Format.checkpointFileName
         let standby = directory + "/" + standbyName
         let created = !FileSystem.kind(of: standby).exists
-        let file = try OpenFile.open(standby, writable: true, create: true)
+        let file = try OpenFile.open(standby, writable: true, create: true, mode: access.fileMode)
         do {
             // Same size every time: the write lands in blocks the file already has.
             try file.write(CheckpointRecord(lsn: lsn, floor: floor).encoded(), at: 0)
@@ -55,14 +55,14 @@ enum CheckpointFile {
         }
         try FileSystem.rename(standby, to: path)
         try FileSystem.syncDirectory(directory)
-        prepareStandby(directory: directory)
+        prepareStandby(directory: directory, access: access)
     }
 
     /// Creates the next checkpoint's file now, while the block the old checkpoint freed is
     /// available. Best effort: if it fails, the next checkpoint creates it.
-    static func prepareStandby(directory: String) {
+    static func prepareStandby(directory: String, access: FileAccess = .owner) {
         let standby = directory + "/" + standbyName
-        guard let file = try? OpenFile.open(standby, writable: true, create: true) else { return }
+        guard let file = try? OpenFile.open(standby, writable: true, create: true, mode: access.fileMode) else { return }
         defer { file.closeQuietly() }
         do {
             try file.write([UInt8](repeating: 0, count: Format.checkpointSize), at: 0)

@@ -17,10 +17,10 @@ final class DirectoryLock: Sendable {
         self.file = file
     }
 
-    static func acquire(directory: String) throws -> DirectoryLock {
+    static func acquire(directory: String, access: FileAccess = .owner) throws -> DirectoryLock {
         let path = directory + "/" + Format.lockFileName
         let existed = FileSystem.kind(of: path).exists
-        let file = try OpenFile.open(path, writable: true, create: true)
+        let file = try OpenFile.open(path, writable: true, create: true, mode: access.fileMode)
         do {
             guard try file.tryLockExclusive() else {
                 let pid = holderPID(file)

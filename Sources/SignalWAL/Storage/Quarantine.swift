@@ -7,11 +7,12 @@ import Logging
 /// is logged and reported and recovery goes on.
 struct Quarantine {
     let directory: String
+    var access: FileAccess = .owner
     var path: String { directory + "/" + Format.quarantineDirectoryName }
 
     private func ensureDirectory() throws {
         if !FileSystem.kind(of: path).isDirectory {
-            try FileSystem.createDirectories(path)
+            try FileSystem.createDirectories(path, mode: access.directoryMode)
         }
     }
 
@@ -23,7 +24,7 @@ struct Quarantine {
         let target = path + "/" + Format.quarantineFileName(sequence: sequence, offset: offset)
         if FileSystem.kind(of: target).exists { return target }
         let temporary = target + Format.temporarySuffix
-        let file = try OpenFile.open(temporary, writable: true, create: true)
+        let file = try OpenFile.open(temporary, writable: true, create: true, mode: access.fileMode)
         do {
             try file.truncate(to: 0)
             try file.write(bytes, at: 0)

@@ -53,6 +53,7 @@ final class SegmentAllocator: Sendable {
     /// data, so it is off there.
     let prefault: Bool
     let metrics: WALMetrics?
+    let access: FileAccess
     /// How far ahead of the cursor pages are faulted in.
     static let populateAhead = 4 << 20
     fileprivate let state: ConditionLock<State>
@@ -61,8 +62,10 @@ final class SegmentAllocator: Sendable {
     let spareWaiters = ProgressWaitlist()
 
     init(directory: String, segmentSize: Int, spares: Int, nextSequence: UInt64, ready: [Segment],
-         reusable: [String], useIOURing: Bool, prefault: Bool = false, logger: Logger, metrics: WALMetrics? = nil) {
+         reusable: [String], useIOURing: Bool, prefault: Bool = false, access: FileAccess = .owner, logger: Logger,
+         metrics: WALMetrics? = nil) {
         self.directory = directory
+        self.access = access
         self.segmentSize = segmentSize
         self.target = spares
         self.logger = logger
@@ -221,6 +224,8 @@ final class SegmentAllocator: Sendable {
                 }
                 value.failuresInARow = 0
                 if recycled { value.recycled += 1 } else { value.prepared += 1 }
+                logger.info(recycled ? "recycled a WAL segment from below the checkpoint" : "allocated a new WAL segment",
+                            metadata: ["segment": "\(segment.sequence)", "path": "\(segment.path)"])
                 (recycled ? metrics?.segmentsRecycled : metrics?.segmentsAllocated)?.increment()
             case .failure(let error):
                 let walError = error as? WALError ?? WALError(.io, path: directory, operation: "prepare segment", hint: "\(error)")
@@ -257,7 +262,7 @@ final class SegmentAllocator: Sendable {
     func allocate(_ sequence: UInt64, uring: inout IOURing?) throws -> Segment {
         let path = directory + "/" + Format.segmentFileName(sequence)
         let temporary = path + Format.temporarySuffix
-        let file = try OpenFile.open(temporary, writable: true, create: true)
+        let file = try OpenFile.open(temporary, writable: true, create: true, mode: access.fileMode)
         do {
             try file.truncate(to: 0)
             try file.allocate(offset: 0, length: segmentSize)

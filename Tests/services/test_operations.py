@@ -1,0 +1,753 @@
+"""Operating the services: Prometheus scraping both admin ports and evaluating the committed
+alert rules (deploy/prometheus/alerts.yml) against them, the disk alert on a nearly full WAL
+filesystem, a read-only root filesystem with uid 1000 (what the k8s manifests ask for), the
+file modes SIGNALDB_FILE_ACCESS gives, and SIGNALDB_LOG_FILE.
+
+Needs root (tmpfs mounts, unshare, setpriv) and Debian's `prometheus` (apt-get install -y
+prometheus).
+
+Run: make test-services (or python -m unittest -v test_operations from this folder, with
+SIGNALDB_BUILD pointing at a build holding signaldb-acceptor and signaldb-writer)."""
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.parse
+import urllib.request
+
+from harness import ACCEPTOR, ROOT, WRITER, Acceptor, Writer, free_port, post
+from test_acceptor import span_request
+
+ALERTS = os.environ.get("DEVTMP_ALERTS") or os.path.join(ROOT, "deploy", "prometheus", "alerts.yml")
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+SERVICES = {"signaldb-acceptor", "signaldb-writer"}
+MIB = 1 << 20
+IS_ROOT = os.geteuid() == 0
+
+
+def post_spans(acceptor, requests=5, spans=10, name="ops"):
+    """Posts `requests` OTLP/HTTP protobuf trace requests; the span ids, all acknowledged."""
+    ids = set()
+    for i in range(requests):
+        req = span_request(spans, name="%s%d" % (name, i))
+        status, _, body = post(acceptor.http + "/v1/traces", req.SerializeToString())
+        assert status == 200, (status, body[:500])
+        ids |= {s.span_id for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans}
+    return ids
+
+
+def wait_until(predicate, timeout, interval=0.2):
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value or time.time() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def modes_under(top, skip=()):
+    """{relative path: (is_dir, mode bits, uid, gid)} for everything under `top` (not `top`)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if path in skip:
+                continue
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:   # e.g. .checkpoint.next renamed away meanwhile
+                continue
+            out[os.path.relpath(path, top)] = (stat.S_ISDIR(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    return out
+
+
+def wrong_modes(entries, dir_mode, file_mode):
+    return {p: oct(m) for p, (d, m, _, _) in entries.items() if m != (dir_mode if d else file_mode)}
+
+
+def wait_exit(service, timeout=30):
+    """The exit code of a service expected to fail start-up (never one that became ready)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if service.proc.poll() is not None:
+            service.log.close()
+            return service.proc.returncode
+        time.sleep(0.05)
+    ready = service.is_ready()
+    service.kill()
+    raise AssertionError("%s still running after %ss (ready=%s); log:\n%s" % (service.name, timeout, ready, service.read_log()))
+
+
+# ---------------------------------------------------------------------------------------------
+# PromQL: the quantity an alert compares
+
+
+def _top_level_ops(expr, ops):
+    """(index, op) of each occurrence of one of `ops` outside (), [], {} and quotes."""
+    found, depth, quote, i = [], 0, None, 0
+    while i < len(expr):
+        c = expr[i]
+        if quote:
+            if c == "\\":
+                i += 2
+                continue
+            if c == quote:
+                quote = None
+        elif c in "\"'`":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0:
+            for op in ops:
+                if expr.startswith(op, i):
+                    if op.isalpha() and not (expr[i - 1:i].isspace() and expr[i + len(op):i + len(op) + 1].isspace()):
+                        continue
+                    found.append((i, op))
+                    i += len(op) - 1
+                    break
+        i += 1
+    return found
+
+
+def _unwrap(expr):
+    """`expr` without parentheses around all of it."""
+    expr = expr.strip()
+    while expr.startswith("(") and _closing(expr) == len(expr) - 1:
+        expr = expr[1:-1].strip()
+    return expr
+
+
+def _closing(expr):
+    """The index of the parenthesis closing expr[0] (None if unbalanced)."""
+    depth, quote, i = 0, None, 0
+    while i < len(expr):
+        c = expr[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "\"'`":
+            quote = c
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def alert_quantities(expr):
+    """The quantities an alert expression compares: each operand of a top-level and/or/unless,
+    with its final comparison with a number (`> N`, `== N`, `< N`, ...) stripped, and absent(x)
+    read as x."""
+    expr = _unwrap(expr)
+    parts, start = [], 0
+    for i, op in _top_level_ops(expr, ["unless", "and", "or"]):
+        parts.append(expr[start:i])
+        start = i + len(op)
+    parts.append(expr[start:])
+    out = []
+    for part in parts:
+        part = _unwrap(re.sub(r"^\s*(on|ignoring)\s*\([^)]*\)", "", part))
+        comparisons = _top_level_ops(part, ["==", "!=", ">=", "<=", ">", "<"])
+        if comparisons:
+            i, op = comparisons[-1]
+            if re.fullmatch(r"\s*(bool\s+)?[-+]?[0-9.eE+]+\s*", part[i + len(op):]):
+                part = part[:i]
+        part = _unwrap(part)
+        m = re.fullmatch(r"absent(_over_time)?\((.*)\)", part, re.S)
+        if m:
+            part = m.group(2)
+            if m.group(1):
+                part = re.sub(r"\[[^\]]*\]\s*$", "", part)
+        out.append(_unwrap(part))
+    return out
+
+
+class TestAlertQuantities(unittest.TestCase):
+    """The PromQL splitting the Prometheus test relies on (no services needed)."""
+
+    def test_final_comparison_is_stripped(self):
+        self.assertEqual(alert_quantities('disk_used_bytes / disk_size_bytes > 0.85'), ["disk_used_bytes / disk_size_bytes"])
+        self.assertEqual(alert_quantities('increase(signalwal_flush_failures_total[5m]) > 0'),
+                         ["increase(signalwal_flush_failures_total[5m])"])
+        self.assertEqual(alert_quantities('signaldb_acceptor_ready{job="a"} == 0'), ['signaldb_acceptor_ready{job="a"}'])
+        self.assertEqual(alert_quantities('(max by (service) (x{a=~"b>c"}) < 1)'), ['max by (service) (x{a=~"b>c"})'])
+        self.assertEqual(alert_quantities('x > 1 and y == 0'), ["x", "y"])
+        self.assertEqual(alert_quantities('absent(up{job="signaldb-writer"})'), ['up{job="signaldb-writer"}'])
+        self.assertEqual(alert_quantities('sum(rate(x[1m])) by (service) > 0'), ["sum(rate(x[1m])) by (service)"])
+        self.assertEqual(alert_quantities('(a) / (b) >= 1'), ["(a) / (b)"])
+        self.assertEqual(alert_quantities('x{a="or b"} or y'), ['x{a="or b"}', "y"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus
+
+
+class Prometheus:
+    """Debian's prometheus on a free loopback port, scraping `targets` ({job: host:port}) every
+    second and evaluating `rule_files` every second."""
+
+    def __init__(self, directory, targets, rule_files):
+        self.port = free_port()
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": rule_files,
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in targets.items()],
+        }
+        self.config_path = os.path.join(directory, "prometheus.yml")
+        with open(self.config_path, "w") as f:
+            json.dump(config, f, indent=1)   # JSON is YAML
+        self.log_path = os.path.join(directory, "prometheus.log")
+        self.proc = None
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([PROMETHEUS, "--config.file=" + self.config_path,
+                                      "--storage.tsdb.path=" + os.path.join(self.directory, "tsdb"),
+                                      "--web.listen-address=127.0.0.1:%d" % self.port],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("prometheus exited with %s:\n%s" % (self.proc.returncode, self.read_log()))
+            try:
+                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("prometheus not ready in 30 s:\n" + self.read_log())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")[-4000:]
+
+    def api(self, path, **params):
+        url = self.url + "/api/v1/" + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                body = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            body = json.loads(e.read())
+        if body.get("status") != "success":
+            raise AssertionError("%s: %s" % (url, body))
+        return body["data"]
+
+    def query(self, q):
+        """[(labels, value)] of an instant query (a vector; a scalar comes back without labels)."""
+        data = self.api("query", query=q)
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        return [(r["metric"], float(r["value"][1])) for r in data["result"]]
+
+    def alerting_rules(self):
+        return [(g["file"], r) for g in self.api("rules", type="alert")["groups"] for r in g["rules"]]
+
+    def alerts(self, name):
+        return [a for a in self.api("alerts")["alerts"] if a["labels"].get("alertname") == name]
+
+
+def ours(labels):
+    return labels.get("service") in SERVICES or labels.get("job") in SERVICES
+
+
+@unittest.skipUnless(IS_ROOT, "needs root (mounts a tmpfs)")
+class TestPrometheus(unittest.TestCase):
+    """Prometheus scrapes both services (WAL directories on a 64 MiB tmpfs) and evaluates the
+    committed alert rules: every alert's quantity has series from our services, the disk alert
+    goes off when the WAL filesystem passes 85%, and the flush-duration gauge is sane."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(PROMETHEUS):
+            raise AssertionError("prometheus is not installed: apt-get install -y prometheus")
+        if not os.path.exists(ALERTS):
+            raise AssertionError("%s does not exist" % ALERTS)
+        cls.tmp = tempfile.mkdtemp(prefix="ops-prometheus-")
+        cls.mnt = os.path.join(cls.tmp, "walfs")
+        os.mkdir(cls.mnt)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", cls.mnt], check=True)
+        cls.ballast = os.path.join(cls.mnt, "ballast")
+        cls.writer = cls.acceptor = cls.prometheus = None
+        try:
+            cls.writer = Writer(os.path.join(cls.mnt, "writer"), WRITER_WAL_SEGMENT_BYTES="2MiB",
+                                WRITER_MAX_RECORD_BYTES="1MiB", WRITER_WAL_MAX_BYTES="8MiB")
+            cls.writer.log_path = os.path.join(cls.tmp, "writer.log")
+            cls.writer.start()
+            cls.acceptor = Acceptor(os.path.join(cls.mnt, "acceptor-wal"), cls.writer.port,
+                                    ACCEPTOR_WAL_SEGMENT_BYTES="2MiB", ACCEPTOR_MAX_REQUEST_BYTES="1MiB",
+                                    ACCEPTOR_WAL_MAX_BYTES="8MiB", ACCEPTOR_WAL_MIN_FREE_BYTES="1MiB")
+            cls.acceptor.log_path = os.path.join(cls.tmp, "acceptor.log")
+            cls.acceptor.start()
+            cls.prometheus = Prometheus(os.path.join(cls.tmp, "prometheus"), {
+                "signaldb-acceptor": "127.0.0.1:%d" % cls.acceptor.admin_port,
+                "signaldb-writer": "127.0.0.1:%d" % cls.writer.admin_port}, [ALERTS]).start()
+            cls.sent = post_spans(cls.acceptor, requests=10, spans=20)
+            up = wait_until(lambda: {l.get("job") for l, v in cls.prometheus.query('up{job=~"signaldb-.*"}') if v == 1} == SERVICES, 20)
+            assert up, "prometheus never scraped both services: %s\n%s" % (
+                cls.prometheus.api("targets"), cls.prometheus.read_log())
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for p in (cls.prometheus, cls.acceptor, cls.writer):
+            if p is not None:
+                (p.stop if isinstance(p, Prometheus) else p.kill)()
+        subprocess.run(["umount", cls.mnt], check=False)
+        if os.environ.get("SIGNALDB_KEEP_TEST_DIRS"):
+            print("kept", cls.tmp)
+        else:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def wait_query(self, q, predicate, timeout=15):
+        """The result of `q` once predicate(result) holds (or the last result, after `timeout`)."""
+        result = []
+
+        def check():
+            nonlocal result
+            result = self.prometheus.query(q)
+            return predicate(result)
+        wait_until(check, timeout, interval=0.5)
+        return result
+
+    def test_alerts_file_passes_promtool_and_prometheus_loads_every_rule(self):
+        out = subprocess.run([PROMTOOL, "check", "rules", ALERTS], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        rules = self.prometheus.alerting_rules()
+        self.assertGreater(len(rules), 0, "no alerting rules loaded from %s" % ALERTS)
+        self.assertEqual({f for f, _ in rules}, {ALERTS})
+        names = [r["name"] for _, r in rules]
+        self.assertIn("WALDiskSpaceHigh", names)
+        self.assertEqual(len(names), len(set(names)), "alert names repeat: %s" % names)
+        # Every rule has been evaluated without an error (health "ok", not "err"/"unknown").
+        wait_until(lambda: all(r["health"] == "ok" for _, r in self.prometheus.alerting_rules()), 10)
+        bad = {r["name"]: (r["health"], r.get("lastError")) for _, r in self.prometheus.alerting_rules() if r["health"] != "ok"}
+        self.assertEqual(bad, {})
+
+    def test_every_alert_quantity_has_series_from_our_services(self):
+        post_spans(self.acceptor, requests=3, spans=5, name="quantity")
+        missing = {}
+        for _, rule in self.prometheus.alerting_rules():
+            for q in alert_quantities(rule["query"]):
+                result = self.wait_query(q, lambda res: any(ours(labels) for labels, _ in res), timeout=15)
+                if not any(ours(labels) for labels, _ in result):
+                    missing["%s: %s" % (rule["name"], q)] = result[:3]
+        self.assertEqual(missing, {}, "alert quantities with no series labelled service/job = one of %s" % sorted(SERVICES))
+
+    def test_engine_series_carry_service_label_matching_job_and_segment_files(self):
+        pairs = self.wait_query('count by (job, service) ({__name__=~"signalwal_.+", job=~"signaldb-.+"})',
+                                lambda res: {l.get("job") for l, _ in res} == SERVICES)
+        self.assertEqual({(l.get("job"), l.get("service")) for l, _ in pairs},
+                         {("signaldb-acceptor", "signaldb-acceptor"), ("signaldb-writer", "signaldb-writer")})
+        self.assertEqual(self.prometheus.query('{__name__=~"signalwal_.+", job=~"signaldb-.+", service=""}'), [])
+        files = self.prometheus.query('signalwal_segment_files{job=~"signaldb-.+"}')
+        self.assertEqual({l["service"] for l, _ in files}, SERVICES, files)
+        self.assertTrue(all(v >= 1 for _, v in files), files)
+        self.assertEqual({l["wal"] for l, _ in files}, {self.acceptor.wal_dir, self.writer.wal_dir})
+
+    def test_wal_flush_duration_gauge_is_between_0_and_1_second_under_light_load(self):
+        post_spans(self.acceptor, requests=5, spans=5, name="flush")
+        result = self.wait_query("wal_flush_duration_seconds", lambda res: {l.get("service") for l, _ in res} >= SERVICES)
+        self.assertEqual({l.get("service") for l, _ in result}, SERVICES, result)
+        self.assertEqual({l.get("wal") for l, _ in result}, {self.acceptor.wal_dir, self.writer.wal_dir}, result)
+        for labels, value in result:
+            self.assertGreaterEqual(value, 0, labels)
+            self.assertLess(value, 1, labels)
+        counts = self.prometheus.query('signalwal_flush_duration_seconds_count{job=~"signaldb-.+"}')
+        self.assertEqual({l["service"] for l, v in counts if v > 0}, SERVICES, counts)
+
+    def test_disk_alert_fires_when_wal_filesystem_passes_85_percent(self):
+        rule = {r["name"]: r for _, r in self.prometheus.alerting_rules()}.get("WALDiskSpaceHigh")
+        self.assertIsNotNone(rule, "no WALDiskSpaceHigh rule in %s" % ALERTS)
+        # The rule's quantity, on our mount point only.
+        (quantity,) = alert_quantities(rule["query"])
+        if "mountpoint" in quantity:
+            quantity = re.sub(r'mountpoint\s*(=~|!~|!=|=)\s*"[^"]*"', 'mountpoint="%s"' % self.mnt, quantity)
+        on_mount = lambda res: [(l, v) for l, v in res if l.get("mountpoint") == self.mnt]
+
+        used = self.wait_query('disk_used_bytes{mountpoint="%s"}' % self.mnt, lambda res: len(res) == 2)
+        self.assertEqual({l.get("service") for l, _ in used}, SERVICES, used)
+        self.assertEqual({l.get("wal") for l, _ in used}, {self.acceptor.wal_dir, self.writer.wal_dir}, used)
+        size = self.prometheus.query('disk_size_bytes{mountpoint="%s"}' % self.mnt)
+        self.assertEqual(sorted(v for _, v in size), [64.0 * MIB, 64.0 * MIB], size)
+        before = self.wait_query(quantity, lambda res: len(on_mount(res)) == 2)
+        self.assertEqual(len(on_mount(before)), 2, "%s has no series for mountpoint %s: %s" % (quantity, self.mnt, before))
+        self.assertTrue(all(0 < v < 0.85 for _, v in on_mount(before)), before)
+        # Evaluated on that data, the alert is quiet.
+        seen = time.time()
+        wait_until(lambda: self._last_evaluation("WALDiskSpaceHigh") > seen + 1, 10)
+        self.assertEqual(self.prometheus.alerts("WALDiskSpaceHigh"), [])
+        self.assertEqual(self._rule("WALDiskSpaceHigh")["state"], "inactive")
+
+        vfs = os.statvfs(self.mnt)
+        total, free = vfs.f_blocks * vfs.f_frsize, vfs.f_bfree * vfs.f_frsize
+        fd = os.open(self.ballast, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, free - int(total * 0.08))   # ~92% used
+        finally:
+            os.close(fd)
+        try:
+            vfs = os.statvfs(self.mnt)
+            self.assertGreater(1 - vfs.f_bfree / vfs.f_blocks, 0.85)
+            after = self.wait_query(quantity, lambda res: len(on_mount(res)) == 2 and all(v > 0.85 for _, v in on_mount(res)))
+            self.assertTrue(len(on_mount(after)) == 2 and all(v > 0.85 for _, v in on_mount(after)), after)
+            ratio = self.prometheus.query('disk_used_bytes{mountpoint="%s"} / disk_size_bytes{mountpoint="%s"}' % (self.mnt, self.mnt))
+            self.assertTrue(len(ratio) == 2 and all(v > 0.85 for _, v in ratio), ratio)
+            firing = wait_until(lambda: [a for a in self.prometheus.alerts("WALDiskSpaceHigh")
+                                         if a["state"] in ("pending", "firing")], 15)
+            self.assertTrue(firing, "WALDiskSpaceHigh neither pending nor firing: rule %s" % self._rule("WALDiskSpaceHigh"))
+            self.assertTrue(all(ours(a["labels"]) for a in firing), firing)
+            if "mountpoint" in firing[0]["labels"]:
+                self.assertEqual({a["labels"]["mountpoint"] for a in firing}, {self.mnt}, firing)
+        finally:
+            os.unlink(self.ballast)
+
+    def _rule(self, name):
+        return {r["name"]: r for _, r in self.prometheus.alerting_rules()}[name]
+
+    def _last_evaluation(self, name):
+        t = self._rule(name).get("lastEvaluation", "")
+        m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z", t)
+        if not m or m.group(1).startswith("0001"):
+            return 0
+        return time.mktime(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) - time.timezone + float(m.group(2) or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Read-only root, uid 1000
+
+INNER = r"""
+set -u
+# Only the volumes stay writable: bind each onto itself, then make every other mount read-only.
+for d in $CONFINE_VOLUMES; do mount --bind "$d" "$d" || { echo "confine: cannot bind $d" >&2; exit 91; }; done
+awk '{print $5, $6}' /proc/self/mountinfo | while read -r m opts; do
+  case ",$opts," in *,ro,*) continue;; esac
+  keep=0; for d in $CONFINE_VOLUMES; do [ "$m" = "$d" ] && keep=1; done
+  [ $keep = 1 ] && continue
+  mount -o remount,bind,ro "$m" 2>/dev/null || case "$m" in
+    /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) ;;
+    *) echo "confine: cannot make $m read-only" >&2; exit 92;;
+  esac
+done
+if [ $# -eq 0 ]; then set -- "$CONFINE_EXEC"; fi
+exec setpriv --reuid 1000 --regid 1000 --clear-groups -- "$@"
+"""
+
+
+class Confinement:
+    """Runs a command in a private mount namespace where everything but `volumes` is read-only,
+    as uid/gid 1000 with no supplementary groups."""
+
+    def __init__(self, directory, volumes):
+        self.volumes = volumes
+        self.inner = os.path.join(directory, "confine-inner.sh")
+        self.wrapper = os.path.join(directory, "confine.sh")
+        with open(self.inner, "w") as f:
+            f.write(INNER)
+        with open(self.wrapper, "w") as f:
+            f.write('#!/bin/sh\nexec unshare --mount --propagation private /bin/sh %s "$@"\n' % self.inner)
+        os.chmod(self.inner, 0o755)
+        os.chmod(self.wrapper, 0o755)
+
+    def env(self, binary):
+        return {"CONFINE_VOLUMES": " ".join(self.volumes), "CONFINE_EXEC": binary}
+
+    def run(self, script):
+        env = dict(os.environ, **self.env("/bin/false"))
+        return subprocess.run([self.wrapper, "/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+
+    def confine(self, service, binary):
+        """Makes a harness service start through the confinement (same pid: everything execs)."""
+        service.binary = self.wrapper
+        service.env.update(self.env(binary))
+        return service
+
+
+@unittest.skipUnless(IS_ROOT, "needs root (unshare --mount, setpriv)")
+class TestReadOnlyRoot(unittest.TestCase):
+    """Both services as the k8s manifests run them: read-only root filesystem, uid/gid 1000, only
+    their volumes writable. They start, store spans, report ready, and everything they create is
+    owned by 1000 with SIGNALDB_FILE_ACCESS's default modes (directories 0700, files 0600)."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ops-readonly-")
+        os.chmod(self.tmp, 0o755)
+        self.acceptor_vol = os.path.join(self.tmp, "acceptor-vol")
+        self.writer_vol = os.path.join(self.tmp, "writer-vol")
+        for d in (self.acceptor_vol, self.writer_vol):
+            os.mkdir(d)
+            os.chown(d, 1000, 1000)
+        self.confinement = Confinement(self.tmp, [self.acceptor_vol, self.writer_vol])
+        self.acceptor = self.writer = None
+
+    def tearDown(self):
+        for s in (self.acceptor, self.writer):
+            if s is not None:
+                s.kill()
+        if os.environ.get("SIGNALDB_KEEP_TEST_DIRS"):
+            print("kept", self.tmp)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def binaries(self):
+        """The service binaries, copied where uid 1000 can run them if it cannot run the build's."""
+        out = self.confinement.run('test -r %s -a -x %s -a -r %s -a -x %s && echo runnable' % (ACCEPTOR, ACCEPTOR, WRITER, WRITER))
+        if "runnable" in out.stdout:
+            return ACCEPTOR, WRITER
+        bin_dir = os.path.join(self.tmp, "bin")
+        os.mkdir(bin_dir)
+        copies = []
+        for b in (ACCEPTOR, WRITER):
+            shutil.copy(b, bin_dir)
+            copies.append(os.path.join(bin_dir, os.path.basename(b)))
+            os.chmod(copies[-1], 0o755)
+        return tuple(copies)
+
+    def test_confinement_is_read_only_except_volumes_and_runs_as_1000(self):
+        probe = os.path.join(self.tmp, "outside-probe")
+        out = self.confinement.run(
+            'id -u; id -g; id -G; '
+            'for p in %s /work/main/.ro-probe /dev/shm/ro-probe %s/ro-probe; do touch "$p" 2>&1 || true; done; '
+            'touch %s/probe && echo acceptor-vol-writable; touch %s/probe && echo writer-vol-writable'
+            % (probe, ROOT, self.acceptor_vol, self.writer_vol))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        lines = out.stdout.splitlines()
+        self.assertEqual(lines[:3], ["1000", "1000", "1000"], out.stdout)
+        for p in (probe, "/work/main/.ro-probe", "/dev/shm/ro-probe", ROOT + "/ro-probe"):
+            self.assertTrue(any(p in l and "Read-only file system" in l for l in lines), "%s: %s" % (p, out.stdout))
+            self.assertFalse(os.path.exists(p))
+        self.assertIn("acceptor-vol-writable", lines)
+        self.assertIn("writer-vol-writable", lines)
+        self.assertEqual(os.stat(os.path.join(self.acceptor_vol, "probe")).st_uid, 1000)
+
+    def test_services_store_spans_on_read_only_root_as_uid_1000_with_owner_modes(self):
+        acceptor_bin, writer_bin = self.binaries()
+        self.writer = self.confinement.confine(Writer(self.writer_vol), writer_bin)
+        self.writer.start()
+        self.acceptor = self.confinement.confine(Acceptor(os.path.join(self.acceptor_vol, "wal"), self.writer.port), acceptor_bin)
+        self.acceptor.log_path = os.path.join(self.tmp, "acceptor.log")
+        self.acceptor.start()
+        # Really confined: the service's process has uid 1000 and sees / read-only.
+        with open("/proc/%d/status" % self.writer.proc.pid) as f:
+            uids = [l.split()[1:] for l in f if l.startswith(("Uid:", "Gid:"))]
+        self.assertEqual(uids, [["1000"] * 4, ["1000"] * 4])
+        with open("/proc/%d/mountinfo" % self.acceptor.proc.pid) as f:
+            root_opts = [l.split()[5] for l in f if l.split()[4] == "/"]
+        self.assertTrue(root_opts and all(",ro," in "," + o + "," for o in root_opts), root_opts)
+
+        sent = post_spans(self.acceptor, requests=5, spans=10)
+        stored = wait_until(lambda: self.writer.metric_sum("signaldb_writer_store_rows_total", table="spans") >= len(sent), 30)
+        self.assertTrue(stored, "spans not stored\nwriter:\n%s\nacceptor:\n%s" % (self.writer.read_log(), self.acceptor.read_log()))
+        self.assertTrue(self.acceptor.is_ready() and self.writer.is_ready())
+
+        # What the services created (snapshot while running: SQLite's -wal/-shm go at shutdown).
+        acceptor_files = modes_under(self.acceptor_vol)
+        writer_files = modes_under(self.writer_vol)
+        for name in ("wal", "wal/.checkpoint", "wal/.lock", "wal/acceptor-id", "wal/segment-000001.wal"):
+            self.assertIn(name, acceptor_files)
+        for name in ("wal", "wal/.checkpoint", "wal/.lock", "wal/segment-000001.wal", "store",
+                     "store/signaldb.sqlite", "store/signaldb.sqlite-wal", "store/signaldb.sqlite-shm"):
+            self.assertIn(name, writer_files)
+        everything = dict([("acceptor/" + k, v) for k, v in acceptor_files.items()] + [("writer/" + k, v) for k, v in writer_files.items()])
+        self.assertEqual({p: (uid, gid) for p, (_, _, uid, gid) in everything.items() if (uid, gid) != (1000, 1000)}, {})
+        self.assertEqual(wrong_modes(everything, 0o700, 0o600), {})
+
+        self.assertEqual(self.acceptor.terminate(), 0, self.acceptor.read_log())
+        self.assertEqual(self.writer.terminate(), 0, self.writer.read_log())
+        rows = {r[0] for r in Writer(self.writer_vol).query("SELECT span_id FROM spans")}
+        self.assertEqual(rows, {s.hex() for s in sent})
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGNALDB_FILE_ACCESS, SIGNALDB_LOG_FILE
+
+
+class ScratchTestCase(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ops-files-")
+        self.services = []
+
+    def tearDown(self):
+        for s in self.services:
+            s.kill()
+        if os.environ.get("SIGNALDB_KEEP_TEST_DIRS"):
+            print("kept", self.tmp)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def writer(self, name="writer", **env):
+        w = Writer(os.path.join(self.tmp, name), **env)
+        self.services.append(w)
+        return w
+
+    def acceptor(self, writer_port, name="acceptor-wal", **env):
+        a = Acceptor(os.path.join(self.tmp, name), writer_port, **env)
+        self.services.append(a)
+        return a
+
+    def logs(self):
+        return {os.path.join(self.tmp, n) for n in os.listdir(self.tmp) if n.endswith(".log")}
+
+
+class TestFileAccess(ScratchTestCase):
+    """SIGNALDB_FILE_ACCESS: group modes, an existing wider directory kept and warned about, and a
+    bad value refused at start-up."""
+
+    def test_group_access_gives_0750_directories_and_0640_files(self):
+        writer = self.writer(SIGNALDB_FILE_ACCESS="group").start()
+        acceptor = self.acceptor(writer.port, SIGNALDB_FILE_ACCESS="group").start()
+        sent = post_spans(acceptor, requests=3, spans=5)
+        self.assertTrue(wait_until(lambda: writer.metric_sum("signaldb_writer_store_rows_total", table="spans") >= len(sent), 30))
+        entries = modes_under(self.tmp, skip=self.logs())
+        for name in ("acceptor-wal", "acceptor-wal/acceptor-id", "acceptor-wal/.checkpoint", "acceptor-wal/.lock",
+                     "writer", "writer/wal", "writer/wal/segment-000001.wal", "writer/store",
+                     "writer/store/signaldb.sqlite", "writer/store/signaldb.sqlite-wal", "writer/store/signaldb.sqlite-shm"):
+            self.assertIn(name, entries)
+        self.assertEqual(wrong_modes(entries, 0o750, 0o640), {})
+        for s in (writer, acceptor):
+            self.assertNotIn("wider than SIGNALDB_FILE_ACCESS", s.read_log())
+
+    def test_existing_wider_wal_directories_keep_their_mode_and_are_warned_about(self):
+        acceptor_wal = os.path.join(self.tmp, "acceptor-wal")
+        writer_wal = os.path.join(self.tmp, "writer", "wal")
+        for d in (acceptor_wal, writer_wal):
+            os.makedirs(d)
+            os.chmod(d, 0o777)
+        writer = self.writer().start()
+        acceptor = self.acceptor(writer.port).start()
+        post_spans(acceptor, requests=2, spans=3)
+        for service, d in ((acceptor, acceptor_wal), (writer, writer_wal)):
+            self.assertEqual(stat.S_IMODE(os.stat(d).st_mode), 0o777, d)
+            warnings = [l for l in service.read_log().splitlines() if "wider than SIGNALDB_FILE_ACCESS" in l]
+            self.assertTrue(any(d in l for l in warnings), "%s: no warning naming %s:\n%s" % (service.name, d, service.read_log()))
+            # New files in it still get the owner mode.
+            self.assertEqual(wrong_modes(modes_under(d), 0o700, 0o600), {}, d)
+
+    def test_existing_wider_store_directory_keeps_its_mode_and_is_warned_about(self):
+        store = os.path.join(self.tmp, "writer", "store")
+        os.makedirs(store)
+        os.chmod(store, 0o775)
+        writer = self.writer().start()
+        self.assertEqual(stat.S_IMODE(os.stat(store).st_mode), 0o775)
+        warnings = [l for l in writer.read_log().splitlines() if "wider than SIGNALDB_FILE_ACCESS" in l]
+        self.assertTrue(any(store in l for l in warnings), writer.read_log())
+        self.assertFalse(any(os.path.join(self.tmp, "writer", "wal") in l for l in warnings), "the new WAL directory is not wider")
+
+    def test_invalid_file_access_value_fails_startup_with_78_naming_the_setting(self):
+        writer = self.writer(SIGNALDB_FILE_ACCESS="world")
+        acceptor = self.acceptor(free_port(), SIGNALDB_FILE_ACCESS="world")
+        for s in (writer, acceptor):
+            s.start(wait_ready=False)
+            self.assertEqual(wait_exit(s), 78, s.read_log())
+            self.assertIn("SIGNALDB_FILE_ACCESS", s.read_log())
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "acceptor-wal", "acceptor-id")))
+
+
+class TestLogFile(ScratchTestCase):
+    """SIGNALDB_LOG_FILE: every log line also in the file, WAL events found with `grep WAL`,
+    appended across a kill -9 and restart; an unwritable path refused at start-up."""
+
+    def grep_wal(self, path):
+        out = subprocess.run(["grep", "WAL", path], capture_output=True, text=True)
+        return out.stdout.splitlines()
+
+    def test_log_file_has_the_same_lines_as_stdout_and_the_wal_events(self):
+        writer_log, acceptor_log = os.path.join(self.tmp, "writer-file.log"), os.path.join(self.tmp, "acceptor-file.log")
+        writer = self.writer(SIGNALDB_LOG_FILE=writer_log).start()
+        acceptor = self.acceptor(writer.port, SIGNALDB_LOG_FILE=acceptor_log).start()
+        sent = post_spans(acceptor, requests=3, spans=5)
+        self.assertTrue(wait_until(lambda: writer.metric_sum("signaldb_writer_store_rows_total", table="spans") >= len(sent), 30))
+        self.assertEqual(acceptor.terminate(), 0)
+        self.assertEqual(writer.terminate(), 0)
+        for service, path, label in ((writer, writer_log, "signaldb.writer.WAL"), (acceptor, acceptor_log, "signaldb.acceptor.WAL")):
+            with open(service.log_path) as f:
+                stdout = f.read().splitlines()
+            with open(path) as f:
+                logged = f.read().splitlines()
+            self.assertGreater(len(stdout), 3)
+            self.assertEqual(logged, stdout, service.name)
+            wal = self.grep_wal(path)
+            opened = [l for l in wal if "opened WAL" in l]
+            self.assertEqual(len(opened), 1, wal)
+            self.assertIn(label, opened[0])
+            self.assertIn(service.wal_dir, opened[0])
+            self.assertTrue(any("records_recovered=" in l for l in wal), "no recovery summary in grep WAL:\n" + "\n".join(wal))
+
+    def test_log_file_shows_recovery_after_kill_9_and_restart(self):
+        log = os.path.join(self.tmp, "writer.log.file")
+        writer = self.writer(SIGNALDB_LOG_FILE=log).start()
+        acceptor = self.acceptor(writer.port).start()
+        sent = post_spans(acceptor, requests=4, spans=5)
+        self.assertTrue(wait_until(lambda: writer.metric_sum("signaldb_writer_store_rows_total", table="spans") >= len(sent), 30))
+        appended = writer.metric_sum("signalwal_records_appended_total")
+        self.assertGreater(appended, 0)
+        with open(log) as f:
+            first_run = f.read().splitlines()
+        writer.kill()
+        again = Writer(writer.data_dir, port=writer.port, SIGNALDB_LOG_FILE=log)
+        self.services.append(again)
+        again.start()
+        with open(log) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[:len(first_run)], first_run, "the restart must append to the log file, not replace it")
+        opened = [l for l in self.grep_wal(log) if "opened WAL" in l]
+        self.assertEqual(len(opened), 2, opened)
+        second = lines[len(first_run):]
+        self.assertIn(opened[1], second)
+        self.assertIn("next_lsn=%d" % (appended + 1), opened[1], "the restarted writer's WAL recovered every record")
+        self.assertTrue(any("records_recovered=" in l for l in second if "WAL" in l), "\n".join(second))
+        with open(again.log_path) as f:
+            self.assertEqual(f.read().splitlines(), lines, "stdout and the log file differ")
+
+    def check_refused(self, path):
+        writer = self.writer(SIGNALDB_LOG_FILE=path)
+        acceptor = self.acceptor(free_port(), SIGNALDB_LOG_FILE=path)
+        for s in (writer, acceptor):
+            s.start(wait_ready=False)
+            self.assertEqual(wait_exit(s), 78, s.read_log())
+            self.assertIn("SIGNALDB_LOG_FILE", s.read_log())
+
+    def test_log_file_path_that_is_a_directory_fails_startup_with_78(self):
+        directory = os.path.join(self.tmp, "a-directory")
+        os.mkdir(directory)
+        self.check_refused(directory)
+
+    def test_log_file_under_a_missing_read_only_directory_fails_startup_with_78(self):
+        self.check_refused("/proc/signaldb-no-such-directory/service.log")
+
+
+if __name__ == "__main__":
+    unittest.main()
