@@ -295,24 +295,20 @@ class TestPrometheus(unittest.TestCase):
         if not os.path.exists(ALERTS):
             raise AssertionError("%s does not exist" % ALERTS)
         cls.tmp = tempfile.mkdtemp(prefix="ops-prometheus-")
-        cls.mnt = os.path.join(cls.tmp, "walfs")
-        os.mkdir(cls.mnt)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", cls.mnt], check=True)
-        cls.ballast = os.path.join(cls.mnt, "ballast")
-        cls.writer = cls.acceptor = cls.prometheus = None
+        cls.writer = cls.acceptor = cls.prometheus = cls.holder = None
+        cls.created = []
         try:
-            cls.writer = Writer(os.path.join(cls.mnt, "writer"), WRITER_WAL_SEGMENT_BYTES="2MiB",
+            # Ports first, so that Prometheus (and the rules it loaded) can come up before the services.
+            cls.writer = Writer("/nonexistent", WRITER_WAL_SEGMENT_BYTES="2MiB",
                                 WRITER_MAX_RECORD_BYTES="1MiB", WRITER_WAL_MAX_BYTES="8MiB")
-            cls.writer.log_path = os.path.join(cls.tmp, "writer.log")
-            cls.writer.start()
-            cls.acceptor = Acceptor(os.path.join(cls.mnt, "acceptor-wal"), cls.writer.port,
+            cls.acceptor = Acceptor("/nonexistent", cls.writer.port,
                                     ACCEPTOR_WAL_SEGMENT_BYTES="2MiB", ACCEPTOR_MAX_REQUEST_BYTES="1MiB",
                                     ACCEPTOR_WAL_MAX_BYTES="8MiB", ACCEPTOR_WAL_MIN_FREE_BYTES="1MiB")
-            cls.acceptor.log_path = os.path.join(cls.tmp, "acceptor.log")
-            cls.acceptor.start()
             cls.prometheus = Prometheus(os.path.join(cls.tmp, "prometheus"), {
                 "signaldb-acceptor": "127.0.0.1:%d" % cls.acceptor.admin_port,
                 "signaldb-writer": "127.0.0.1:%d" % cls.writer.admin_port}, [ALERTS]).start()
+            cls.mnt = cls.disk_rule_mountpoint() or os.path.join(cls.tmp, "walfs")
+            cls.start_services()
             cls.sent = post_spans(cls.acceptor, requests=10, spans=20)
             up = wait_until(lambda: {l.get("job") for l, v in cls.prometheus.query('up{job=~"signaldb-.*"}') if v == 1} == SERVICES, 20)
             assert up, "prometheus never scraped both services: %s\n%s" % (
@@ -322,11 +318,62 @@ class TestPrometheus(unittest.TestCase):
             raise
 
     @classmethod
+    def disk_rule_mountpoint(cls):
+        """The mount point WALDiskSpaceHigh names (mountpoint="..."), if it names one."""
+        rules = wait_until(lambda: cls.prometheus.alerting_rules(), 10)
+        for _, rule in rules:
+            if rule["name"] == "WALDiskSpaceHigh":
+                m = re.search(r'mountpoint\s*=\s*"([^"]+)"', rule["query"])
+                return m.group(1) if m else None
+        return None
+
+    @classmethod
+    def start_services(cls):
+        """Both services in one private mount namespace where a 64 MiB tmpfs is mounted at
+        `cls.mnt` (so their disk metrics say mountpoint=<cls.mnt>; the host never sees the mount).
+        A `sleep` holds the namespace; the test reaches the tmpfs through /proc/<pid>/root."""
+        missing = cls.mnt
+        while not os.path.exists(missing):
+            cls.created.insert(0, missing)
+            missing = os.path.dirname(missing)
+        os.makedirs(cls.mnt, exist_ok=True)
+        cls.holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount -t tmpfs -o size=64m,mode=0755 tmpfs "$0" && echo mounted && exec sleep 100000', cls.mnt],
+            stdout=subprocess.PIPE, text=True)
+        assert cls.holder.stdout.readline().strip() == "mounted", "could not mount a tmpfs at %s" % cls.mnt
+        cls.fs = "/proc/%d/root%s" % (cls.holder.pid, cls.mnt)   # the tmpfs, seen from here
+        assert os.statvfs(cls.fs).f_blocks * os.statvfs(cls.fs).f_frsize == 64 * MIB
+        cls.ballast = os.path.join(cls.fs, "ballast")
+        wrapper = os.path.join(cls.tmp, "in-namespace.sh")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\nexec nsenter --mount=/proc/%d/ns/mnt -- "$NAMESPACE_EXEC"\n' % cls.holder.pid)
+        os.chmod(wrapper, 0o755)
+        for service, binary, wal_dir in ((cls.writer, WRITER, os.path.join(cls.mnt, "writer", "wal")),
+                                         (cls.acceptor, ACCEPTOR, os.path.join(cls.mnt, "acceptor"))):
+            service.wal_dir = wal_dir
+            service.binary = wrapper
+            service.log_path = os.path.join(cls.tmp, service.name + ".log")
+            service.env["NAMESPACE_EXEC"] = binary
+        cls.writer.env.update(WRITER_WAL_DIR=cls.writer.wal_dir,
+                              WRITER_STORE="sqlite:" + os.path.join(cls.mnt, "writer", "store", "signaldb.sqlite"))
+        cls.acceptor.env["ACCEPTOR_WAL_DIR"] = cls.acceptor.wal_dir
+        cls.writer.start()
+        cls.acceptor.start()
+
+    @classmethod
     def tearDownClass(cls):
         for p in (cls.prometheus, cls.acceptor, cls.writer):
             if p is not None:
                 (p.stop if isinstance(p, Prometheus) else p.kill)()
-        subprocess.run(["umount", cls.mnt], check=False)
+        if cls.holder is not None:
+            cls.holder.kill()   # the namespace, and with it the tmpfs, goes with its last process
+            cls.holder.wait()
+        for d in reversed(cls.created):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
         if os.environ.get("SIGNALDB_KEEP_TEST_DIRS"):
             print("kept", cls.tmp)
         else:
@@ -412,7 +459,7 @@ class TestPrometheus(unittest.TestCase):
         self.assertEqual(self.prometheus.alerts("WALDiskSpaceHigh"), [])
         self.assertEqual(self._rule("WALDiskSpaceHigh")["state"], "inactive")
 
-        vfs = os.statvfs(self.mnt)
+        vfs = os.statvfs(self.fs)
         total, free = vfs.f_blocks * vfs.f_frsize, vfs.f_bfree * vfs.f_frsize
         fd = os.open(self.ballast, os.O_CREAT | os.O_WRONLY, 0o600)
         try:
@@ -420,7 +467,7 @@ class TestPrometheus(unittest.TestCase):
         finally:
             os.close(fd)
         try:
-            vfs = os.statvfs(self.mnt)
+            vfs = os.statvfs(self.fs)
             self.assertGreater(1 - vfs.f_bfree / vfs.f_blocks, 0.85)
             after = self.wait_query(quantity, lambda res: len(on_mount(res)) == 2 and all(v > 0.85 for _, v in on_mount(res)))
             self.assertTrue(len(on_mount(after)) == 2 and all(v > 0.85 for _, v in on_mount(after)), after)
@@ -627,7 +674,8 @@ class TestFileAccess(ScratchTestCase):
     bad value refused at start-up."""
 
     def test_group_access_gives_0750_directories_and_0640_files(self):
-        writer = self.writer(SIGNALDB_FILE_ACCESS="group").start()
+        log_file = os.path.join(self.tmp, "writer-file.log")
+        writer = self.writer(SIGNALDB_FILE_ACCESS="group", SIGNALDB_LOG_FILE=log_file).start()
         acceptor = self.acceptor(writer.port, SIGNALDB_FILE_ACCESS="group").start()
         sent = post_spans(acceptor, requests=3, spans=5)
         self.assertTrue(wait_until(lambda: writer.metric_sum("signaldb_writer_store_rows_total", table="spans") >= len(sent), 30))
@@ -637,6 +685,7 @@ class TestFileAccess(ScratchTestCase):
                      "writer/store/signaldb.sqlite", "writer/store/signaldb.sqlite-wal", "writer/store/signaldb.sqlite-shm"):
             self.assertIn(name, entries)
         self.assertEqual(wrong_modes(entries, 0o750, 0o640), {})
+        self.assertEqual(oct(stat.S_IMODE(os.stat(log_file).st_mode)), oct(0o640), "the log file the writer created")
         for s in (writer, acceptor):
             self.assertNotIn("wider than SIGNALDB_FILE_ACCESS", s.read_log())
 
@@ -698,6 +747,7 @@ class TestLogFile(ScratchTestCase):
             with open(path) as f:
                 logged = f.read().splitlines()
             self.assertGreater(len(stdout), 3)
+            self.assertEqual(oct(stat.S_IMODE(os.stat(path).st_mode)), oct(0o600), "a new file: SIGNALDB_FILE_ACCESS=owner")
             self.assertEqual(logged, stdout, service.name)
             wal = self.grep_wal(path)
             opened = [l for l in wal if "opened WAL" in l]

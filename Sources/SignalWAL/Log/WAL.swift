@@ -630,6 +630,7 @@ public final class WAL: Sendable {
         metrics.oldestRecordAge.record(status.oldestRecordAge)
         metrics.failed.record(failure == nil ? 0 : 1)
         metrics.flushLatency.record(metrics.flushWindow.longestSeconds())
+        metrics.segmentFiles.record(catalog.withLock { $0.segments.count } + allocator.heldFiles)
         let now = MonotonicClock.nanoseconds()
         let last = filesystemSampledAt.load(ordering: .relaxed)
         if now - last >= 1_000_000_000, filesystemSampledAt.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged,
@@ -638,9 +639,6 @@ public final class WAL: Sendable {
             metrics.filesystemSize.record(usage.size)
             metrics.diskUsed.record(usage.used)
             metrics.diskSize.record(usage.size)
-            if let names = try? FileSystem.list(directory) {
-                metrics.segmentFiles.record(names.filter { Format.segmentSequence(fromFileName: $0) != nil }.count)
-            }
         }
     }
 

@@ -78,6 +78,9 @@ final class SegmentAllocator: Sendable {
         state = ConditionLock(initial)
     }
 
+    /// Segment files the allocator holds: spares ready for use, and files kept for reuse.
+    var heldFiles: Int { state.withLock { $0.ready.count + $0.reusable.count } }
+
     /// Starts the background thread.
     func start() {
         let started = BackgroundThread.start(name: "signalwal-alloc") { self.run() }
