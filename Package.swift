@@ -38,6 +38,12 @@ var package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
+        // The names the services give their files beside the WAL (acceptor id, dead letters),
+        // shared with `signalwal`, which is built without the services.
+        .target(name: "SignalDBLayout"),
+        // The system SQLite (libsqlite3-dev), for `signalwal inspect --store`: it reads the
+        // writer's progress without linking the store's code.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         // Deterministic payloads and the appending child process shared by the demo and the
         // crash tests (and later the reliability suite).
         .target(
@@ -64,7 +70,7 @@ var package = Package(
         // The operators' tool: inspect, verify, dump, append, bench.
         .executableTarget(
             name: "signalwal",
-            dependencies: ["SignalWAL", "SignalWALBench", "SignalWALWorkload",
+            dependencies: ["SignalWAL", "SignalWALBench", "SignalWALWorkload", "SignalDBLayout", "CSQLite",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // `make run`: appends, crashes itself, recovers and reports. The tests also use it as the
@@ -133,7 +139,7 @@ if !engineOnly {
         // authentication and per-tenant limits.
         .target(
             name: "SignalDBService",
-            dependencies: ["SignalDBIngest", "SignalWAL",
+            dependencies: ["SignalDBIngest", "SignalWAL", "SignalDBLayout",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "Configuration", package: "swift-configuration"),
@@ -147,7 +153,7 @@ if !engineOnly {
         // The acceptor: OTLP over HTTP and gRPC into its WAL, and the forwarder to the writer.
         .target(
             name: "SignalDBAcceptor",
-            dependencies: ["SignalDBService", "SignalDBIngest", "SignalDBProto", "OTLPProto", "SignalWAL",
+            dependencies: ["SignalDBService", "SignalDBIngest", "SignalDBProto", "OTLPProto", "SignalWAL", "SignalDBLayout",
                            grpcCore, grpcProtobuf, grpcTransport,
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -165,7 +171,7 @@ if !engineOnly {
         // committer from the WAL into the store.
         .target(
             name: "SignalDBWriter",
-            dependencies: ["SignalDBService", "SignalDBIngest", "SignalDBStore", "SignalDBProto", "SignalWAL",
+            dependencies: ["SignalDBService", "SignalDBIngest", "SignalDBStore", "SignalDBProto", "SignalWAL", "SignalDBLayout",
                            grpcCore, grpcProtobuf, grpcTransport,
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),

@@ -41,9 +41,8 @@ public enum Acceptor {
         }
     }
 
-    static func runAfterAdmin(settings: AcceptorSettings, health: Health, metrics: AcceptorMetrics, keys: APIKeys?,
-                              scrape: ScrapeHook, adminWatch: AdminWatch, logger: Logger) async throws {
-        health.setDetail("recovering the WAL in \(settings.walDirectory)")
+    /// The WAL's configuration, for the service and for the dead-letter replay.
+    static func walConfiguration(_ settings: AcceptorSettings) -> Configuration {
         var walConfiguration = Configuration()
         walConfiguration.segmentSize = settings.walSegmentBytes
         walConfiguration.maxRecordSize = settings.maxRequestBytes + Envelope.Constants.fixedHeaderSize + 2 * Envelope.Constants.maxNameLength + 4096
@@ -56,8 +55,15 @@ public enum Acceptor {
         walConfiguration.logger = Telemetry.walLogger(service: "acceptor")
         walConfiguration.fileAccess = settings.common.fileAccess
         walConfiguration.metricDimensions = [("service", "signaldb-acceptor")]
+        return walConfiguration
+    }
+
+    static func runAfterAdmin(settings: AcceptorSettings, health: Health, metrics: AcceptorMetrics, keys: APIKeys?,
+                              scrape: ScrapeHook, adminWatch: AdminWatch, logger: Logger) async throws {
+        health.setDetail("recovering the WAL in \(settings.walDirectory)")
+        try AcceptorDeadLetterCommands.checkNoReplayInProgress(walDirectory: settings.walDirectory)
         let started = ContinuousClock.now
-        let wal = try await WAL.open(directory: settings.walDirectory, configuration: walConfiguration)
+        let wal = try await WAL.open(directory: settings.walDirectory, configuration: walConfiguration(settings))
         let report = wal.recoveryReport
         logger.info("WAL open", metadata: [
             "path": "\(settings.walDirectory)", "recoveredIn": "\(ContinuousClock.now - started)",

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SignalDBIngest
+import SignalDBLayout
 import SignalDBService
 import SignalDBStore
 import SignalWAL
@@ -18,57 +19,15 @@ import SignalWAL
 public enum DeadLetterCommands {
     public static let replayAcceptorID = "dead-letter-replay"
 
-    struct Letter {
-        var lsn: LSN
-        var json: [String: Any]
-        var envelopePath: String
-        var jsonPath: String
-    }
-
-    static func letters(in folder: String) throws -> [Letter] {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return [] }
-        return names.filter { $0.hasPrefix("lsn-") && $0.hasSuffix(".json") }.sorted().compactMap { name in
-            let base = String(name.dropLast(".json".count))
-            guard let lsn = LSN(base.dropFirst("lsn-".count)),
-                  let data = FileManager.default.contents(atPath: folder + "/" + name),
-                  let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
-            return Letter(lsn: lsn, json: json, envelopePath: folder + "/" + base + ".envelope", jsonPath: folder + "/" + name)
-        }
-    }
-
     /// Runs one command; returns the process exit code.
     public static func run(_ arguments: [String], settings: WriterSettings) async -> Int32 {
         let walDirectory = settings.walDirectory
         let folder = walDirectory + "/" + DeadLetters.folder
+        if let code = DeadLetters.runReadOnly(arguments, walDirectory: walDirectory, tool: "signaldb-writer") { return code }
         do {
             switch arguments.first {
-            case "list":
-                let all = try letters(in: folder)
-                print("\(all.count) dead letter(s) in \(folder)")
-                for l in all {
-                    print("lsn \(l.lsn)  tenant=\(l.json["tenant"] ?? "")  dataset=\(l.json["dataset"] ?? "")  signal=\(l.json["signal"] ?? "")  items=\(l.json["items"] ?? 0)  at=\(l.json["dead_lettered_at"] ?? "")  reason: \(l.json["reason"] ?? "")")
-                }
-                return 0
-            case "show":
-                guard arguments.count == 2, let lsn = LSN(arguments[1]) else {
-                    print("usage: signaldb-writer dead-letters show <lsn>")
-                    return 64
-                }
-                guard let letter = try letters(in: folder).first(where: { $0.lsn == lsn }) else {
-                    print("no dead letter with LSN \(lsn) in \(folder) (see: signaldb-writer dead-letters list)")
-                    return 1
-                }
-                let data = try JSONSerialization.data(withJSONObject: letter.json, options: [.prettyPrinted, .sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
-                let bytes = FileManager.default.contents(atPath: letter.envelopePath).map { [UInt8]($0) } ?? []
-                if let envelope = try? Envelope(decoding: bytes) {
-                    print("envelope: \(envelope.signal), \(envelope.itemCount) items, tenant \(envelope.tenant), dataset \(envelope.dataset), \(envelope.payload.count) payload bytes, received at \(envelope.receivedAtUnixNano) ns")
-                } else {
-                    print("\(letter.envelopePath): \(bytes.count) bytes that are not a valid envelope")
-                }
-                return 0
             case "replay":
-                let all = try letters(in: folder)
+                let all = DeadLetters.letters(in: folder)
                 guard !all.isEmpty else {
                     print("no dead letters in \(folder)")
                     return 0
@@ -80,6 +39,7 @@ public enum DeadLetterCommands {
                     configuration.maxRecordSize = settings.maxRecordBytes
                     configuration.spareSegments = settings.walSpareSegments
                     configuration.maxBatchBytes = settings.walBatchBytes
+                    configuration.fileAccess = settings.common.fileAccess
                     wal = try await WAL.open(directory: walDirectory, configuration: configuration)
                 } catch let error as WALError {
                     if case .locked = error.kind {
@@ -103,8 +63,8 @@ public enum DeadLetterCommands {
                 if !pending.isEmpty {
                     print("\(pending.count) dead letter(s) above LSN \(records.committed), the last the store holds, are left in place: the WAL still holds them and the writer retries them on its next start. Start the writer, let it catch up, then replay again")
                 }
-                let done = folder + "/replayed"
-                if mkdir(done, 0o700) != 0 && errno != EEXIST { throw ServiceStartError("cannot create \(done): \(String(cString: strerror(errno)))") }
+                let done = folder + "/" + ServiceLayout.replayedFolder
+                if mkdir(done, settings.common.fileAccess.directoryMode) != 0 && errno != EEXIST { throw ServiceStartError("cannot create \(done): \(String(cString: strerror(errno)))") }
                 var replayed = 0
                 for letter in all where letter.lsn <= records.committed {
                     guard let bytes = FileManager.default.contents(atPath: letter.envelopePath).map({ [UInt8]($0) }) else { continue }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SignalDBIngest
+import SignalDBLayout
 import SignalDBService
 import SignalDBStore
 import SignalWAL
@@ -253,9 +254,9 @@ final class StoreCommitter: Service, Sendable {
         try await Blocking.run {
             var removed = 0
             for lsn in stored {
-                let base = folder + "/" + String(format: "lsn-%020llu", lsn)
-                if unlink(base + ".json") == 0 {
-                    unlink(base + ".envelope")
+                let base = folder + "/" + ServiceLayout.deadLetterBaseName(lsn: lsn)
+                if unlink(base + ServiceLayout.metadataSuffix) == 0 {
+                    unlink(base + ServiceLayout.envelopeSuffix)
                     removed += 1
                     logger.notice("removed a stale dead letter: its record is now stored", metadata: ["lsn": "\(lsn)"])
                 }

@@ -1,0 +1,128 @@
+import Foundation
+import SignalDBIngest
+import SignalDBLayout
+import SignalDBService
+import SignalWAL
+
+/// `signaldb-acceptor dead-letters list|show|replay`: the records the writer refused for good,
+/// kept in `<ACCEPTOR_WAL_DIR>/dead-letters/` (see ``DeadLetters``).
+///
+/// `replay` sends each letter back through the forwarder, once: it appends the envelope to the
+/// acceptor's WAL as a new record (the forwarder sends it to the writer on the acceptor's next
+/// start), then moves the letter's files to `dead-letters/replayed/`. Before each append it
+/// writes `replay-in-progress.json` with the letter's LSN and the WAL LSN the append will get;
+/// the acceptor refuses to start while that file exists. So a replay stopped between the
+/// append and the move is finished by running it again, which sees from the WAL's next LSN
+/// whether the append happened, and never appends a letter twice. It needs the acceptor
+/// stopped: the WAL's lock tells.
+public enum AcceptorDeadLetterCommands {
+    /// Runs one command; returns the process exit code.
+    public static func run(_ arguments: [String], settings: AcceptorSettings) async -> Int32 {
+        let walDirectory = settings.walDirectory
+        if let code = DeadLetters.runReadOnly(arguments, walDirectory: walDirectory, tool: "signaldb-acceptor") { return code }
+        guard arguments == ["replay"] else {
+            print("usage: signaldb-acceptor dead-letters list | show <lsn> | replay")
+            return 64
+        }
+        do {
+            return try await replay(settings: settings)
+        } catch {
+            print("signaldb-acceptor dead-letters replay: \(error)")
+            return 1
+        }
+    }
+
+    struct Marker: Codable {
+        var letterLSN: LSN
+        var walLSN: LSN
+    }
+
+    static func markerPath(_ walDirectory: String) -> String {
+        walDirectory + "/" + ServiceLayout.deadLetterFolder + "/" + ServiceLayout.replayMarkerFileName
+    }
+
+    /// Thrown by start-up while an interrupted replay's marker exists.
+    static func checkNoReplayInProgress(walDirectory: String) throws {
+        let path = markerPath(walDirectory)
+        guard !FileManager.default.fileExists(atPath: path) else {
+            throw ServiceStartError("\(path) exists: a dead-letter replay was interrupted. Run `signaldb-acceptor dead-letters replay` (same ACCEPTOR_WAL_DIR) to finish it, then start the acceptor")
+        }
+    }
+
+    static func replay(settings: AcceptorSettings) async throws -> Int32 {
+        let walDirectory = settings.walDirectory
+        let folder = walDirectory + "/" + ServiceLayout.deadLetterFolder
+        let markerPath = markerPath(walDirectory)
+        let marker = FileManager.default.contents(atPath: markerPath).flatMap { try? JSONDecoder().decode(Marker.self, from: $0) }
+        if FileManager.default.fileExists(atPath: markerPath) && marker == nil {
+            print("\(markerPath) cannot be read: check it by hand (it names the letter being replayed), remove it, then replay again")
+            return 1
+        }
+        let all = DeadLetters.letters(in: folder)
+        guard !all.isEmpty || marker != nil else {
+            print("no dead letters in \(folder)")
+            return 0
+        }
+        let wal: WAL
+        do {
+            wal = try await WAL.open(directory: walDirectory, configuration: Acceptor.walConfiguration(settings))
+        } catch let error as WALError {
+            if case .locked = error.kind {
+                print("\(walDirectory) is in use: stop signaldb-acceptor first, then replay")
+                return 1
+            }
+            throw error
+        }
+        let access = settings.common.fileAccess
+        let done = folder + "/" + ServiceLayout.replayedFolder
+        if mkdir(done, access.directoryMode) != 0 && errno != EEXIST {
+            throw ServiceStartError("cannot create \(done): \(String(cString: strerror(errno)))")
+        }
+        func move(_ letter: DeadLetters.Letter) throws {
+            for path in [letter.envelopePath, letter.jsonPath] {
+                let target = done + "/" + (path as NSString).lastPathComponent
+                guard rename(path, target) == 0 else { throw ServiceStartError("cannot move \(path) to \(target): \(String(cString: strerror(errno)))") }
+            }
+            try DurableFile.fsyncDirectory(done)
+            unlink(markerPath)
+            try DurableFile.fsyncDirectory(folder)
+            print("replayed lsn \(letter.lsn) (\(letter.json["reason"] ?? ""))")
+        }
+        // The interrupted run's letter first: nothing has appended since it wrote the marker
+        // (the acceptor refuses to start while it exists), so a next LSN past the marker's
+        // means its append happened.
+        var pending = all
+        if let marker {
+            if let index = pending.firstIndex(where: { $0.lsn == marker.letterLSN }), wal.nextLSN > marker.walLSN {
+                print("lsn \(marker.letterLSN) was appended by the interrupted replay as WAL LSN \(marker.walLSN)")
+                try move(pending.remove(at: index))
+            } else if let index = pending.firstIndex(where: { $0.lsn == marker.letterLSN }) {
+                pending.insert(pending.remove(at: index), at: 0)
+            }
+        }
+        var replayed = 0
+        for letter in pending {
+            guard let bytes = FileManager.default.contents(atPath: letter.envelopePath).map({ [UInt8]($0) }) else {
+                print("lsn \(letter.lsn): \(letter.envelopePath) is missing; left in place")
+                continue
+            }
+            let expected = wal.nextLSN
+            let data = try JSONEncoder().encode(Marker(letterLSN: letter.lsn, walLSN: expected))
+            try DurableFile.write([UInt8](data), to: markerPath, mode: access.fileMode)
+            let lsn = try await wal.append(bytes)
+            guard lsn == expected else {
+                throw ServiceStartError("the WAL gave LSN \(lsn), not \(expected): another writer appended during the replay; stop it and replay again")
+            }
+            try move(letter)
+            replayed += 1
+        }
+        // A marker whose letter is already gone (moved, and the run stopped before removing it).
+        if FileManager.default.fileExists(atPath: markerPath) {
+            unlink(markerPath)
+            try DurableFile.fsyncDirectory(folder)
+        }
+        try await wal.close()
+        print("\(replayed) dead letter(s) appended to \(walDirectory); start signaldb-acceptor to forward them")
+        return 0
+    }
+}
