@@ -2,6 +2,7 @@ import ArgumentParser
 #if canImport(Glibc)
 import Glibc
 #endif
+import SignalDBLayout
 import SignalWAL
 
 struct Backup: ParsableCommand {
@@ -12,7 +13,9 @@ struct Backup: ParsableCommand {
         valid record (for the segment being written, its last complete record at that moment), \
         then the checkpoint, read last. Segments whose records are all at or below that \
         checkpoint were consumed and are left out (one of them may have been recycled mid-copy). \
-        Every record acknowledged before the backup began is in it. DEST is a new directory, \
+        Every record acknowledged before the backup began is in it. The services' identity \
+        file (the acceptor's acceptor-id) is copied too; dead letters are not (back up \
+        dead-letters/ with cp if you keep them). DEST is a new directory, \
         or a tar archive when it ends in .tar; it must not exist. Everything is fsynced, the copy \
         is verified, and the LSN range copied is printed. Works on a stopped WAL too.
 
@@ -22,6 +25,7 @@ struct Backup: ParsableCommand {
 
     @Argument(help: "The WAL directory to back up.") var directory: String
     @Argument(help: "Where to write the backup: a new directory, or a file ending in .tar.") var destination: String
+    @Option(help: "Who may read the backup: owner (0700/0600) or group (0750/0640).") var access: FileAccess = .owner
 
     func run() throws {
         let wal = try WALDirectory(path: directory)
@@ -32,7 +36,7 @@ struct Backup: ParsableCommand {
         }
         let tar = destination.hasSuffix(".tar")
         let staging = tar ? destination + ".partial-\(getpid())" : destination
-        try Files.makeDirectory(staging)
+        try Files.makeDirectory(staging, mode: access.directoryMode)
         var finished = false
         defer { if !finished || tar { Files.removeTree(staging) } }
 
@@ -48,10 +52,10 @@ struct Backup: ParsableCommand {
             if let previous, let last = copied.last, snapshot.firstLSN > last.lastLSN + 1,
                let again = try self.snapshot(previous, wal: wal), again.lastLSN > last.lastLSN {
                 unlink(staging + "/" + last.name)
-                try again.image.withUnsafeBytes { try Files.create(staging + "/" + last.name, writing: [$0], size: again.segmentSize) }
+                try again.image.withUnsafeBytes { try Files.create(staging + "/" + last.name, writing: [$0], size: again.segmentSize, mode: access.fileMode) }
                 copied[copied.count - 1] = (last.name, again.lastLSN, again.image.count)
             }
-            try snapshot.image.withUnsafeBytes { try Files.create(staging + "/" + name, writing: [$0], size: snapshot.segmentSize) }
+            try snapshot.image.withUnsafeBytes { try Files.create(staging + "/" + name, writing: [$0], size: snapshot.segmentSize, mode: access.fileMode) }
             copied.append((name, snapshot.lastLSN, snapshot.image.count))
             previous = file
             // Everything after a stretch that was still being written was appended after it:
@@ -65,7 +69,13 @@ struct Backup: ParsableCommand {
         if Files.exists(checkpointPath) {
             let bytes = try Files.readAll(checkpointPath)
             if case .success(let record) = bytes.withUnsafeBytes({ CheckpointRecord.decode($0) }) { checkpointLSN = record.lsn }
-            try bytes.withUnsafeBytes { try Files.create(staging + "/" + Format.checkpointFileName, writing: [$0]) }
+            try bytes.withUnsafeBytes { try Files.create(staging + "/" + Format.checkpointFileName, writing: [$0], mode: access.fileMode) }
+        }
+        // The services' identity files: a restored acceptor must keep its id, or the writer
+        // would take its records for a new acceptor's and store them again.
+        for name in ServiceLayout.identityFiles where Files.exists(wal.path + "/" + name) {
+            let bytes = try Files.readAll(wal.path + "/" + name, limit: 4096)
+            try bytes.withUnsafeBytes { try Files.create(staging + "/" + name, writing: [$0], mode: access.fileMode) }
         }
         // 3. Consumed segments are not needed (keep the newest, which carries the LSN sequence).
         for segment in copied.dropLast() where segment.lastLSN <= checkpointLSN {
@@ -156,7 +166,7 @@ struct Backup: ParsableCommand {
         let temporary = destination + ".tmp-\(getpid())"
         do {
             // One file at a time: an archive can be larger than memory.
-            let archive = try Files.Writer(creating: temporary)
+            let archive = try Files.Writer(creating: temporary, mode: access.fileMode)
             for name in try Files.list(staging) {
                 // Segments are stored up to their last record; restore extends them again.
                 let bytes = try Files.readAll(staging + "/" + name, limit: ends[name])

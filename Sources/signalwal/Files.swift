@@ -1,3 +1,4 @@
+import ArgumentParser
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,8 +23,9 @@ enum Files {
     /// real writes, fsynced. Not sparse: the engine stores into segments through a mapping, and
     /// a store into a hole on a full disk is a SIGBUS, so every block must be allocated and
     /// written before a WAL opens it (a full disk fails the restore instead, naming the file).
-    static func create(_ path: String, writing chunks: [UnsafeRawBufferPointer], size: Int? = nil) throws {
-        let file = try Writer(creating: path)
+    static func create(_ path: String, writing chunks: [UnsafeRawBufferPointer], size: Int? = nil,
+                       mode: mode_t = FileAccess.owner.fileMode) throws {
+        let file = try Writer(creating: path, mode: mode)
         for chunk in chunks { try file.write(chunk) }
         if let size { try file.zeroFill(to: size) }
         try file.sync()
@@ -35,10 +37,12 @@ enum Files {
         private let fd: Int32
         private var offset = 0
 
-        init(creating path: String) throws {
+        /// `mode`: private by default, as the WAL's own files (telemetry can hold personal data).
+        init(creating path: String, mode: mode_t = FileAccess.owner.fileMode) throws {
             self.path = path
-            fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o644)
+            fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode)
             guard fd >= 0 else { throw Files.error("create", path) }
+            _ = fchmod(fd, mode)  // exactly: the umask may strip group bits asked for
         }
 
         deinit { close(fd) }
@@ -107,8 +111,9 @@ enum Files {
         return bytes
     }
 
-    static func makeDirectory(_ path: String) throws {
-        guard mkdir(path, 0o755) == 0 else { throw error("mkdir", path) }
+    static func makeDirectory(_ path: String, mode: mode_t = FileAccess.owner.directoryMode) throws {
+        guard mkdir(path, mode) == 0 else { throw error("mkdir", path) }
+        _ = chmod(path, mode)
     }
 
     static func syncDirectory(_ path: String) throws {
@@ -148,3 +153,6 @@ enum Files {
         rmdir(path)
     }
 }
+
+// `--access owner|group`, parsed by FileAccess's own `init?(argument:)`.
+extension FileAccess: ExpressibleByArgument {}

@@ -1,5 +1,7 @@
 import ArgumentParser
+import CSQLite
 import Foundation
+import SignalDBLayout
 import SignalWAL
 
 struct Inspect: ParsableCommand {
@@ -15,10 +17,19 @@ struct Inspect: ParsableCommand {
         occupy, the free space of their filesystem and the percentage used \
         (100 * (1 - available / size), as node_exporter's filesystem metrics give it); and the \
         PID holding the lock, if any (from /proc/locks).
+
+        The service's view too: for an acceptor's WAL (it holds an acceptor-id), the acceptor \
+        id and its forward position (the checkpoint: every record at or below it the writer has \
+        acknowledged as durable); for either service, the dead letters waiting and replayed. \
+        With --store (the writer's SQLite file, WRITER_STORE), the store's progress: for the \
+        writer's own WAL the last LSN stored, and for each acceptor the floor (its checkpoint \
+        as last sent), the high-water mark (the highest of its LSNs stored) and the LSNs \
+        stored above the floor. The store is opened read-only.
         """)
 
     @Argument(help: "The WAL directory.") var directory: String
     @Flag(help: "Print one JSON object instead of text.") var json = false
+    @Option(help: "The writer's SQLite store, to show its progress (read-only).") var store: String?
 
     struct Output: Codable {
         struct Segment: Codable {
@@ -43,12 +54,31 @@ struct Inspect: ParsableCommand {
         var filesystemSizeBytes: Int
         var filesystemUsedPercent: Double
         var lockHolderPID: Int32?
+        var acceptorID: String?
+        var forwardedThroughLSN: LSN?
+        var deadLetters: Int
+        var deadLettersReplayed: Int
+        var storeProgress: [StoreProgress]?
+    }
+
+    /// One row of the store's `ingest_progress`.
+    struct StoreProgress: Codable {
+        var source: String
+        var writerLSN: Int64?
+        var floorLSN: Int64?
+        var highWaterLSN: Int64?
+        var heldRanges: String?
+        var updatedAtUnixNano: Int64?
     }
 
     func run() throws {
         let wal = try WALDirectory(path: directory)
         let scan = try DirectoryScan(wal, plan: true)
         let usage = wal.diskUsage()
+        let idPath = wal.path + "/" + ServiceLayout.acceptorIDFileName
+        let acceptorID = Files.exists(idPath)
+            ? String(decoding: try Files.readAll(idPath, limit: 256), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : nil
+        let letters = wal.path + "/" + ServiceLayout.deadLetterFolder
         var checkpointLSN: LSN?
         var checkpointProblem: String?
         switch scan.checkpoint {
@@ -67,7 +97,10 @@ struct Inspect: ParsableCommand {
             quarantinedFiles: wal.quarantinedFiles(), walBytes: usage.used,
             filesystemFreeBytes: usage.free, filesystemSizeBytes: usage.total,
             filesystemUsedPercent: usage.total > 0 ? (100 * (1 - Double(usage.free) / Double(usage.total)) * 10).rounded() / 10 : 0,
-            lockHolderPID: wal.lockHolder())
+            lockHolderPID: wal.lockHolder(),
+            acceptorID: acceptorID, forwardedThroughLSN: acceptorID == nil ? nil : checkpointLSN ?? 0,
+            deadLetters: Self.letterCount(letters), deadLettersReplayed: Self.letterCount(letters + "/" + ServiceLayout.replayedFolder),
+            storeProgress: try store.map { try Self.readProgress($0) })
         if json { try printJSON(output); return }
 
         print("WAL directory   \(output.directory)")
@@ -82,6 +115,66 @@ struct Inspect: ParsableCommand {
             print("  \(String(segment.sequence).padding(toLength: 8, withPad: " ", startingAt: 0)) \(segment.state.padding(toLength: 9, withPad: " ", startingAt: 0)) \(bytes(segment.size).padding(toLength: 10, withPad: " ", startingAt: 0)) \(range)  \(segment.file)")
         }
         print("quarantined     \(output.quarantinedFiles.isEmpty ? "none" : output.quarantinedFiles.joined(separator: "\n                "))")
+        if let id = output.acceptorID {
+            print("acceptor        id \(id); forwarded (acknowledged by the writer) through LSN \(output.forwardedThroughLSN ?? 0); \(output.pendingRecords) record(s) still to forward")
+        }
+        print("dead letters    \(output.deadLetters) waiting, \(output.deadLettersReplayed) replayed (signalwal dlq list \(output.directory))")
+        if let progress = output.storeProgress, let store {
+            print("store           \(store): progress of \(progress.count) source(s)")
+            for row in progress {
+                if row.source == Self.writerSource {
+                    print("  writer WAL    stored through writer LSN \(row.writerLSN ?? 0)")
+                } else {
+                    print("  \(row.source)  floor \(row.floorLSN ?? 0), high-water \(row.highWaterLSN ?? 0), stored above the floor: \(row.heldRanges.map { $0.isEmpty ? "none" : $0 } ?? "none")")
+                }
+            }
+        }
+    }
+
+    /// The store's progress row for the writer's own WAL (SQLiteSchema.walSource).
+    static let writerSource = "writer-wal"
+
+    static func letterCount(_ folder: String) -> Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter {
+            $0.hasSuffix(ServiceLayout.metadataSuffix) && ServiceLayout.deadLetterLSN(fileName: $0) != nil
+        }.count
+    }
+
+    /// Reads `ingest_progress` through the SQLite C API, read-only, so this tool does not link
+    /// the store (GRDB) or lock the writer out.
+    static func readProgress(_ path: String) throws -> [StoreProgress] {
+        guard Files.exists(path) else {
+            throw WALError(.notFound, path: path, operation: "inspect --store", errno: ENOENT, hint: "There is no such store: pass the path in WRITER_STORE (without sqlite:).")
+        }
+        var db: OpaquePointer?
+        defer { sqlite3_close(db) }
+        func failure(_ what: String) -> WALError {
+            WALError(.io, path: path, operation: "inspect --store",
+                     hint: "\(what): \(db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"). Check that it is the writer's SQLite store and readable by uid \(getuid()).")
+        }
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK else { throw failure("cannot open the store") }
+        sqlite3_busy_timeout(db, 2000)
+        var statement: OpaquePointer?
+        defer { sqlite3_finalize(statement) }
+        let sql = "SELECT \(ServiceLayout.progressColumns.joined(separator: ", ")) FROM \(ServiceLayout.progressTable) ORDER BY source"
+        guard sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK else { throw failure("cannot read \(ServiceLayout.progressTable)") }
+        func integer(_ column: Int32) -> Int64? {
+            sqlite3_column_type(statement, column) == SQLITE_NULL ? nil : sqlite3_column_int64(statement, column)
+        }
+        func text(_ column: Int32) -> String? {
+            sqlite3_column_text(statement, column).map { String(cString: $0) }
+        }
+        var rows: [StoreProgress] = []
+        while true {
+            let step = sqlite3_step(statement)
+            if step == SQLITE_DONE { break }
+            guard step == SQLITE_ROW else { throw failure("cannot read \(ServiceLayout.progressTable)") }
+            rows.append(StoreProgress(source: text(0) ?? "", writerLSN: integer(1), floorLSN: integer(2), highWaterLSN: integer(3),
+                                      heldRanges: text(4), updatedAtUnixNano: integer(5)))
+            // Bounded: one row per acceptor; a store with more than this is not one to print.
+            if rows.count >= 100_000 { break }
+        }
+        return rows
     }
 }
 

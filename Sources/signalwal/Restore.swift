@@ -2,6 +2,7 @@ import ArgumentParser
 #if canImport(Glibc)
 import Glibc
 #endif
+import SignalDBLayout
 import SignalWAL
 
 struct Restore: ParsableCommand {
@@ -11,7 +12,9 @@ struct Restore: ParsableCommand {
         BACKUP is a backup directory or .tar archive. DIR is created if missing; a non-empty DIR \
         is refused unless --force, which first removes the WAL files there (segments, \
         checkpoint, quarantine/; never while a process holds its lock). --owner sets the \
-        files' owner and group (the services' containers run as uid 1000: --owner 1000:1000). \
+        files' owner and group (the services' containers run as uid 1000: --owner 1000:1000); \
+        --access their mode (owner: 0700/0600, the default; group: 0750/0640). The acceptor's \
+        acceptor-id is restored with the segments. \
         Everything is fsynced, the result verified, and the LSN range restored printed.
 
         Exit status: 0 restored and verified, 1 restored but the verification found damage, \
@@ -21,6 +24,7 @@ struct Restore: ParsableCommand {
     @Argument(help: "The backup: a directory or a .tar file.") var backup: String
     @Argument(help: "The WAL directory to restore into.") var directory: String
     @Option(help: "UID:GID to own the restored files.") var owner: String?
+    @Option(help: "Who may read the restored files: owner (0700/0600) or group (0750/0640).") var access: FileAccess = .owner
     @Flag(help: "Replace the WAL files in a non-empty DIR.") var force = false
 
     func validate() throws {
@@ -58,13 +62,14 @@ struct Restore: ParsableCommand {
                     throw WALError(.locked(pid: pid), path: directory + "/" + Format.lockFileName, operation: "restore",
                                    hint: "Process \(pid) has this WAL open (PID \(pid)): stop it before restoring over it.")
                 }
-                for name in present where Format.segmentSequence(fromFileName: name) != nil || name.hasPrefix(Format.checkpointFileName) {
+                for name in present where Format.segmentSequence(fromFileName: name) != nil || name.hasPrefix(Format.checkpointFileName)
+                    || ServiceLayout.identityFiles.contains(name) {
                     guard unlink(directory + "/" + name) == 0 else { throw Files.error("unlink", directory + "/" + name) }
                 }
                 Files.removeTree(directory + "/" + Format.quarantineDirectoryName)
             }
         } else {
-            try Files.makeDirectory(directory)
+            try Files.makeDirectory(directory, mode: access.directoryMode)
         }
 
         let ownerIDs = owner.map { text -> (uid_t, gid_t) in
@@ -84,7 +89,7 @@ struct Restore: ParsableCommand {
                case .success(let header) = bytes.withUnsafeBytes({ SegmentHeader.decode($0) }) {
                 size = Int(header.segmentSize)
             }
-            try bytes.withUnsafeBytes { try Files.create(path, writing: [$0], size: size) }
+            try bytes.withUnsafeBytes { try Files.create(path, writing: [$0], size: size, mode: access.fileMode) }
             if let (uid, gid) = ownerIDs, chown(path, uid, gid) != 0 { throw Files.error("chown", path) }
         }
         if let (uid, gid) = ownerIDs, chown(directory, uid, gid) != 0 { throw Files.error("chown", directory) }
@@ -106,7 +111,7 @@ struct Restore: ParsableCommand {
     typealias Entry = (name: String, source: String, offset: Int, size: Int)
 
     private func directoryEntries() throws -> [Entry] {
-        try Files.list(backup).filter { Format.segmentSequence(fromFileName: $0) != nil || $0 == Format.checkpointFileName }.map { name in
+        try Files.list(backup).filter { Self.restores($0) }.map { name in
             var st = stat()
             guard stat(backup + "/" + name, &st) == 0 else { throw Files.error("stat", backup + "/" + name) }
             return (name, backup + "/" + name, 0, Int(st.st_size))
@@ -129,11 +134,16 @@ struct Restore: ParsableCommand {
             guard !name.contains("/"), name != "..", name != "." else {
                 throw WALError(.invalidArgument, path: backup, operation: "restore", hint: "The archive holds \(name), which is not a WAL file name: refusing it.")
             }
-            if Format.segmentSequence(fromFileName: name) != nil || name == Format.checkpointFileName {
+            if Self.restores(name) {
                 entries.append((name, backup, offset, size))
             }
             offset += (size + Tar.block - 1) / Tar.block * Tar.block
         }
         return entries
+    }
+
+    /// The files a restore writes: segments, the checkpoint, the services' identity files.
+    static func restores(_ name: String) -> Bool {
+        Format.segmentSequence(fromFileName: name) != nil || name == Format.checkpointFileName || ServiceLayout.identityFiles.contains(name)
     }
 }

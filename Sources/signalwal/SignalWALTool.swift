@@ -26,7 +26,7 @@ struct SignalWALTool: ParsableCommand {
         Exit status: 0 success, 1 damage found (verify, backup, restore) or input refused \
         (append), 2 usage or I/O error.
         """,
-        subcommands: [Inspect.self, Verify.self, Dump.self, Append.self, Backup.self, Restore.self, Repair.self, Bench.self])
+        subcommands: [Inspect.self, Verify.self, Dump.self, Append.self, Backup.self, Restore.self, Repair.self, DeadLetterQueue.self, Bench.self])
 
     static func main() {
         do {
