@@ -385,4 +385,112 @@ extension Data {
             return String(decoding: data, as: UTF8.self)
         }
     }
+
+}
+
+extension CommandLineToolTests {
+    func fileMode(_ path: String) -> (mode: mode_t, uid: uid_t) {
+        var st = stat()
+        XCTAssertEqual(stat(path, &st), 0, path)
+        return (st.st_mode & 0o7777, st.st_uid)
+    }
+
+    /// A restored acceptor must keep its id (the writer knows its records by it), land with the
+    /// owner the container runs as, and be no more readable than asked.
+    func testBackupAndRestoreKeepTheAcceptorIDWithTheOwnerAndModeAskedFor() throws {
+        let (directory, _) = try makeWAL()
+        let id = "0f6d3c1e-6a57-4c39-9d2b-1c4f0e1f7a21\n"
+        XCTAssertTrue(FileManager.default.createFile(atPath: directory + "/acceptor-id", contents: Data(id.utf8)))
+        let base = makeTemporaryDirectory(self)
+        try FileSystem.createDirectories(base)
+        for destination in [base + "/backup", base + "/backup.tar"] {
+            let run = try tool(["backup", directory, destination])
+            XCTAssertEqual(run.status, 0, run.stderr + run.text)
+        }
+        // Private by default: the backup holds the same telemetry as the WAL.
+        XCTAssertEqual(fileMode(base + "/backup").mode, 0o700)
+        XCTAssertEqual(fileMode(base + "/backup/acceptor-id").mode, 0o600)
+        XCTAssertEqual(fileMode(base + "/backup.tar").mode, 0o600)
+        for (index, backup) in [base + "/backup", base + "/backup.tar"].enumerated() {
+            let restored = base + "/restored-\(index)"
+            let run = try tool(["restore", backup, restored, "--owner", "1000:1000", "--access", "group"])
+            XCTAssertEqual(run.status, 0, run.stderr + run.text)
+            XCTAssertEqual(try String(contentsOfFile: restored + "/acceptor-id", encoding: .utf8), id, backup)
+            XCTAssertEqual(fileMode(restored).mode, 0o750)
+            XCTAssertEqual(fileMode(restored).uid, 1000)
+            for name in try FileManager.default.contentsOfDirectory(atPath: restored) {
+                XCTAssertEqual(fileMode(restored + "/" + name).mode, 0o640, name)
+                XCTAssertEqual(fileMode(restored + "/" + name).uid, 1000, name)
+            }
+        }
+        let run = try tool(["restore", base + "/backup", base + "/bad", "--access", "world"])
+        XCTAssertEqual(run.status, 2)
+        XCTAssertTrue(run.stderr.contains("--access"), run.stderr)
+    }
+
+    func writeLetter(_ folder: String, lsn: Int, reason: String) throws {
+        try FileSystem.createDirectories(folder)
+        let base = folder + "/lsn-" + String(repeating: "0", count: 20 - String(lsn).count) + String(lsn)
+        XCTAssertTrue(FileManager.default.createFile(atPath: base + ".envelope", contents: Data([1, 2, 3])))
+        XCTAssertTrue(FileManager.default.createFile(atPath: base + ".json", contents: Data(#"{"lsn":\#(lsn),"reason":"\#(reason)","tenant":"acme","items":2}"#.utf8)))
+    }
+
+    func testDeadLetterQueueListsShowsAndPurgesOnlyWhatIsAsked() throws {
+        let (directory, _) = try makeWAL()
+        try writeLetter(directory + "/dead-letters", lsn: 7, reason: "writer refused: bad span")
+        try writeLetter(directory + "/dead-letters", lsn: 12, reason: "writer refused: bad log")
+        try writeLetter(directory + "/dead-letters/replayed", lsn: 3, reason: "old")
+        var run = try tool(["dlq", "list", directory])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.text.contains("2 dead letter(s)") && run.text.contains("(and 1 replayed)"), run.text)
+        XCTAssertTrue(run.text.contains("lsn 7 ") && run.text.contains("bad span") && run.text.contains("lsn 12 "), run.text)
+        run = try tool(["dlq", "show", directory, "12"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.text.contains("bad log") && run.text.contains("3 bytes"), run.text)
+        run = try tool(["dlq", "show", directory, "99"])
+        XCTAssertEqual(run.status, 1)
+        XCTAssertTrue(run.stderr.contains("no dead letter with LSN 99"), run.stderr)
+        run = try tool(["dlq", "purge", directory])
+        XCTAssertEqual(run.status, 2, "purge must say which")
+        run = try tool(["inspect", directory])
+        XCTAssertTrue(run.text.contains("dead letters    2 waiting, 1 replayed"), run.text)
+        run = try tool(["dlq", "purge", directory, "--lsn", "7"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/dead-letters/lsn-00000000000000000007.json"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: directory + "/dead-letters/lsn-00000000000000000012.envelope"))
+        run = try tool(["dlq", "purge", directory, "--all"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.text.contains("purged 2"), run.text)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory + "/dead-letters/replayed"), [])
+        run = try tool(["dlq", "list", base(directory) + "/missing"])
+        XCTAssertEqual(run.status, 2)
+    }
+
+    func base(_ path: String) -> String { (path as NSString).deletingLastPathComponent }
+
+    /// `inspect` shows the acceptor's id and forward position, and with --store the writer's
+    /// per-acceptor progress (a store made with the sqlite3 shell, the schema's progress table).
+    func testInspectShowsTheServicesViewAndTheStoresProgress() throws {
+        let (directory, _) = try makeWAL()
+        XCTAssertTrue(FileManager.default.createFile(atPath: directory + "/acceptor-id", contents: Data("acc-1\n".utf8)))
+        var run = try tool(["inspect", directory, "--json"])
+        XCTAssertEqual(run.json["acceptorID"] as? String, "acc-1")
+        XCTAssertEqual(run.json["forwardedThroughLSN"] as? Int, 1000)
+        let store = makeTemporaryDirectory(self) + ".sqlite"
+        let sql = """
+            CREATE TABLE ingest_progress (source TEXT PRIMARY KEY, writer_lsn INTEGER, floor_lsn INTEGER, high_water_lsn INTEGER, held_ranges TEXT, updated_at_unix_nano INTEGER NOT NULL);
+            INSERT INTO ingest_progress VALUES ('writer-wal', 4242, NULL, NULL, NULL, 1);
+            INSERT INTO ingest_progress VALUES ('acceptor:acc-1', NULL, 990, 1005, '991-1005', 1);
+            """
+        let shell = try tool([store, sql], executable: "/usr/bin/sqlite3")
+        XCTAssertEqual(shell.status, 0, shell.stderr)
+        run = try tool(["inspect", directory, "--store", store])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.text.contains("acceptor        id acc-1; forwarded (acknowledged by the writer) through LSN 1000"), run.text)
+        XCTAssertTrue(run.text.contains("stored through writer LSN 4242"), run.text)
+        XCTAssertTrue(run.text.contains("acceptor:acc-1  floor 990, high-water 1005, stored above the floor: 991-1005"), run.text)
+        run = try tool(["inspect", directory, "--store", store + ".missing"])
+        XCTAssertEqual(run.status, 2)
+        XCTAssertTrue(run.stderr.contains("WRITER_STORE"), run.stderr)
+    }
 }

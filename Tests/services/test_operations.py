@@ -24,7 +24,7 @@ import urllib.request
 from harness import ACCEPTOR, ROOT, WRITER, Acceptor, Writer, free_port, post
 from test_acceptor import span_request
 
-ALERTS = os.environ.get("DEVTMP_ALERTS") or os.path.join(ROOT, "deploy", "prometheus", "alerts.yml")
+ALERTS = os.path.join(ROOT, "deploy", "prometheus", "alerts.yml")
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 SERVICES = {"signaldb-acceptor", "signaldb-writer"}
@@ -413,6 +413,29 @@ class TestPrometheus(unittest.TestCase):
                 if not any(ours(labels) for labels, _ in result):
                     missing["%s: %s" % (rule["name"], q)] = result[:3]
         self.assertEqual(missing, {}, "alert quantities with no series labelled service/job = one of %s" % sorted(SERVICES))
+
+    def test_every_contract_metric_is_exported_by_its_service(self):
+        """/tmp/ops/CONTRACT.md's metric names, each scraped from the service that owns it (the
+        counters from start-up, so that increase() sees their first step)."""
+        engine = ["disk_used_bytes", "disk_size_bytes", "wal_flush_duration_seconds", "signalwal_flush_duration_seconds_bucket",
+                  "signalwal_flush_duration_seconds_sum", "signalwal_flush_duration_seconds_count", "signalwal_segment_files",
+                  "signalwal_live_segments", "signalwal_live_bytes", "signalwal_max_live_bytes", "signalwal_backlog_records",
+                  "signalwal_oldest_unprocessed_age_seconds", "signalwal_flush_failures_total",
+                  "signalwal_out_of_space_errors_total", "signalwal_backlog_full_errors_total", "signalwal_failed",
+                  "signalwal_recovery_lost_records", "signalwal_recovery_damaged_ranges"]
+        expected = {(n, job) for n in engine for job in SERVICES}
+        expected |= {(n, "signaldb-acceptor") for n in [
+            "signaldb_acceptor_ready", "signaldb_acceptor_forward_lag_records", "signaldb_acceptor_forward_lag_seconds",
+            "signaldb_acceptor_dead_letters_total", "signaldb_acceptor_forward_failures_total",
+            "signaldb_acceptor_backpressure_total", "signaldb_acceptor_requests_total", "signaldb_acceptor_items_accepted_total"]}
+        expected |= {(n, "signaldb-writer") for n in [
+            "signaldb_writer_ready", "signaldb_writer_store_lag_records", "signaldb_writer_store_lag_seconds",
+            "signaldb_writer_store_failing", "signaldb_writer_dead_letters_total",
+            "signaldb_writer_store_commit_failures_total", "signaldb_writer_backpressure_total"]}
+        names = "|".join(sorted({n for n, _ in expected}))
+        q = 'group by (__name__, job) ({__name__=~"%s", job=~"signaldb-.+"})' % names
+        found = self.wait_query(q, lambda res: {(l["__name__"], l["job"]) for l, _ in res} >= expected, timeout=5)
+        self.assertEqual(sorted(expected - {(l["__name__"], l["job"]) for l, _ in found}), [], "not exported")
 
     def test_engine_series_carry_service_label_matching_job_and_segment_files(self):
         pairs = self.wait_query('count by (job, service) ({__name__=~"signalwal_.+", job=~"signaldb-.+"})',
