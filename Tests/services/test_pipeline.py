@@ -25,7 +25,7 @@ import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from harness import (REDUCED, WRITER, Acceptor, ForwardRequest, ForwardResponse, Writer, post)
+from harness import (REDUCED, SIGNALWAL, WRITER, Acceptor, ForwardRequest, ForwardResponse, Writer, post)
 from test_acceptor import JSON_PYTHON, PROTO_PYTHON, span_request, spans_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -227,6 +227,72 @@ class TestForwardRetries(PipelineTestCase):
         self.assertTrue(self.writer.wait_for(lambda w: w.metric_sum("signaldb_writer_dead_letters_total") == 1), self.writer.read_log())
         again = subprocess.run([WRITER, "dead-letters", "replay"], env=env, capture_output=True, text=True)
         self.assertIn("stop signaldb-writer first", again.stdout)
+
+
+class TestAcceptorDeadLetterReplay(PipelineTestCase):
+    """`signalwal dlq replay` on an acceptor's WAL sends a letter back through the forwarder,
+    once, even when the replay is stopped between its append and its move."""
+
+    def letter_from_wal(self, lsn):
+        """Turns the acceptor's record `lsn` (a real envelope) into a dead letter file pair."""
+        raw = subprocess.run([SIGNALWAL, "dump", self.acceptor.wal_dir, "--from", str(lsn), "--limit", "1", "--format", "raw"],
+                             capture_output=True, timeout=30)
+        self.assertEqual(raw.returncode, 0, raw.stderr)
+        folder = os.path.join(self.acceptor.wal_dir, "dead-letters")
+        os.makedirs(folder, exist_ok=True)
+        base = os.path.join(folder, "lsn-%020d" % lsn)
+        with open(base + ".envelope", "wb") as f:
+            f.write(raw.stdout)
+        with open(base + ".json", "w") as f:
+            json.dump({"lsn": lsn, "reason": "test: refused by the writer", "tenant": "default", "items": 1}, f)
+        return base
+
+    def logs_stored(self):
+        return len(self.writer.query("SELECT 1 FROM logs WHERE body = '\"replay-me\"' OR body = 'replay-me'"))
+
+    def test_replay_sends_a_letter_again_once_and_an_interrupted_replay_is_finished_not_repeated(self):
+        status, _, _ = post(self.acceptor.http + "/v1/logs", log_request(["replay-me"]).SerializeToString())
+        self.assertEqual(status, 200)
+        self.assertTrue(self.writer.wait_for(lambda w: self.logs_stored() == 1), self.writer.read_log())
+        env = dict(self.acceptor.env)
+        self.letter_from_wal(1)
+        busy = subprocess.run([SIGNALWAL, "dlq", "replay", self.acceptor.wal_dir], env=env, capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(busy.returncode, 0)
+        self.assertIn("stop signaldb-acceptor first", busy.stdout + busy.stderr)
+        self.assertEqual(self.acceptor.terminate(), 0)
+        listing = subprocess.run([SIGNALWAL, "dlq", "list", self.acceptor.wal_dir], capture_output=True, text=True, timeout=30)
+        self.assertIn("1 dead letter(s)", listing.stdout)
+        replay = subprocess.run([SIGNALWAL, "dlq", "replay", self.acceptor.wal_dir], env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(replay.returncode, 0, replay.stdout + replay.stderr)
+        self.assertIn("1 dead letter(s) appended", replay.stdout)
+        again = subprocess.run([SIGNALWAL, "dlq", "replay", self.acceptor.wal_dir], env=env, capture_output=True, text=True, timeout=60)
+        self.assertIn("no dead letters", again.stdout, "a replayed letter is not replayed again")
+        self.acceptor.start()
+        # Logs are not deduplicated by the writer, so a second copy is the replay, arriving once.
+        self.assertTrue(self.writer.wait_for(lambda w: self.logs_stored() == 2), self.writer.read_log())
+        self.assertEqual(self.acceptor.terminate(), 0)
+
+        # A replay stopped after its append, before its move: the marker says which WAL LSN the
+        # append got. The acceptor refuses to start past it; the next replay only moves.
+        base = self.letter_from_wal(1)
+        pending = json.loads(subprocess.run([SIGNALWAL, "inspect", self.acceptor.wal_dir, "--json"],
+                                            capture_output=True, text=True, timeout=30).stdout)
+        appended_as = int(pending["checkpointLSN"])  # the highest LSN the WAL holds, all forwarded
+        with open(os.path.join(self.acceptor.wal_dir, "dead-letters", "replay-in-progress.json"), "w") as f:
+            json.dump({"letterLSN": 1, "walLSN": appended_as}, f)
+        self.acceptor.start(wait_ready=False)
+        self.assertNotEqual(self.acceptor.proc.wait(timeout=60), 0)
+        self.assertIn("dead-letter replay was interrupted", self.acceptor.read_log())
+        finish = subprocess.run([SIGNALWAL, "dlq", "replay", self.acceptor.wal_dir], env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(finish.returncode, 0, finish.stdout + finish.stderr)
+        self.assertIn("was appended by the interrupted replay", finish.stdout)
+        self.assertFalse(os.path.exists(base + ".json"))
+        after = json.loads(subprocess.run([SIGNALWAL, "inspect", self.acceptor.wal_dir, "--json"],
+                                          capture_output=True, text=True, timeout=30).stdout)
+        self.assertEqual(after["pendingRecords"], 0, "nothing was appended a second time")
+        self.acceptor.start()
+        time.sleep(1)
+        self.assertEqual(self.logs_stored(), 2)
 
 
 class Load:
