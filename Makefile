@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: crash-test power-cut-test soak fuzz fuzz-merge fuzz-ingest run demo engine-demo run-acceptor test test-plain test-services service-venvs sanitize bench deps build clean
+.PHONY: crash-test power-cut-test soak fuzz fuzz-merge fuzz-ingest run demo engine-demo run-acceptor test test-plain test-services test-deploy service-venvs sanitize bench deps build clean
 
 # Installs the C libraries the build links when one is missing: liburing-dev (io_uring, the
 # engine), zlib1g-dev (the acceptor's gzip bodies) and libsqlite3-dev (the writer's store); with
@@ -55,7 +55,7 @@ demo: deps service-venvs
 # The libFuzzer runs themselves (`make fuzz`, `make fuzz-ingest`) are outside it: with the
 # services' network stack to build, their builds and corpus replays would take make test past
 # its 40-minute budget on a fresh clone.
-test: test-plain test-services sanitize
+test: test-plain test-services test-deploy sanitize
 
 # `swift build --build-tests` would also build every dependency's plugin tools, among them
 # swift-protobuf's C++ protoc (about ten minutes here); building the test bundle and the
@@ -72,9 +72,12 @@ test-plain: deps
 VENV := .venv-services
 JSON_VENV := .venv-json
 OTEL_VERSION := 1.45.2
-SERVICE_TESTS ?= test_acceptor test_pipeline
+# test_operations starts Debian's prometheus (2.42) against both services; test_docs runs the
+# commands of docs/operations/wal-persistence.md against a live pipeline.
+SERVICE_TESTS ?= test_acceptor test_pipeline test_operations test_docs
 service-venvs:
 	@command -v protoc >/dev/null || { if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler; else echo "the service tests need protoc: sudo apt-get install -y protobuf-compiler"; exit 1; fi; }
+	@command -v prometheus >/dev/null || { if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; else echo "the service tests need prometheus and promtool: sudo apt-get install -y prometheus"; exit 1; fi; }
 	@[ -x $(VENV)/bin/python ] || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q opentelemetry-sdk==$(OTEL_VERSION) opentelemetry-exporter-otlp-proto-http==$(OTEL_VERSION) opentelemetry-exporter-otlp-proto-grpc==$(OTEL_VERSION); }
 	@[ -x $(JSON_VENV)/bin/python ] || { python3 -m venv $(JSON_VENV) && $(JSON_VENV)/bin/pip install -q opentelemetry-sdk==$(OTEL_VERSION) opentelemetry-exporter-otlp-json-http; }
 
@@ -83,6 +86,13 @@ test-services: deps service-venvs
 	swift build --product signaldb-writer
 	swift build --product signalwal
 	cd Tests/services && SIGNALDB_JSON_PYTHON=$(CURDIR)/$(JSON_VENV)/bin/python ../../$(VENV)/bin/python -m unittest -v $(SERVICE_TESTS)
+
+# The deployment files (deploy/: Dockerfile, compose, Kubernetes, Prometheus config and
+# alerts), validated since no Docker engine or cluster runs here: yamllint, the compose spec's
+# schema, the Kubernetes schemas (strict), promtool check config/rules and the alerts' unit
+# tests (promtool test rules), and the container settings the services rely on.
+test-deploy:
+	scripts/check-deploy.sh
 
 # The acceptor alone on its defaults (OTLP on 127.0.0.1:4318 and :4317, admin on :9464,
 # WAL in .wal/acceptor, forwarding to a writer on 127.0.0.1:50061).

@@ -17,6 +17,7 @@ public enum Acceptor {
     public static func run(settings: AcceptorSettings, registry: PrometheusCollectorRegistry, logger: Logger) async throws {
         let health = Health()
         let metrics = AcceptorMetrics()
+        metrics.exportZeros()
         metrics.ready(false)
         if settings.durability == .none {
             logger.warning("ACCEPTOR_WAL_DURABILITY=none: requests are acknowledged before any fsync. A power cut loses what the page cache held, and the WAL may then hand out LSNs again that the writer already holds, so it can drop records acknowledged after the restart too. Use group for the durability promise.")

@@ -4,6 +4,18 @@ import SignalDBIngest
 /// The acceptor's own metrics (the engine adds `signalwal_*` with `wal="acceptor"`). Names are
 /// listed in docs/ACCEPTOR.md.
 struct AcceptorMetrics: Sendable {
+    /// Exports the counters alerts watch at zero from start-up: Prometheus's `increase()` does
+    /// not count a series' first sample, so a counter born at 1 would never fire an alert.
+    func exportZeros() {
+        for name in ["signaldb_acceptor_dead_letters_total", "signaldb_acceptor_unreadable_records_total",
+                     "signaldb_acceptor_forwarded_batches_total", "signaldb_acceptor_forwarded_records_total"] {
+            Counter(label: name).increment(by: 0)
+        }
+        for reason in ["backlog_full", "out_of_space"] {
+            Counter(label: "signaldb_acceptor_backpressure_total", dimensions: [("reason", reason)]).increment(by: 0)
+        }
+    }
+
     func request(signal: Signal?, transport: String, status: Int, reason: String) {
         Counter(label: "signaldb_acceptor_requests_total",
                 dimensions: [("signal", signal?.description ?? "none"), ("transport", transport), ("status", String(status)), ("reason", reason)]).increment()

@@ -19,6 +19,7 @@ public enum Writer {
     public static func run(settings: WriterSettings, registry: PrometheusCollectorRegistry, logger: Logger) async throws {
         let health = Health()
         let metrics = WriterMetrics()
+        metrics.exportZeros()
         metrics.ready(false)
         if settings.walDirectoryIsDefault {
             logger.warning("WRITER_WAL_DIR is not set: using the default relative directory, which will not persist across container restarts. Set it to a path on a persistent volume.",

@@ -3,6 +3,18 @@ import CoreMetrics
 /// The writer's own metrics (the engine adds `signalwal_*`). Names are listed in
 /// docs/WRITER.md, "Metrics".
 struct WriterMetrics: Sendable {
+    /// Exports the counters alerts watch at zero from start-up: Prometheus's `increase()` does
+    /// not count a series' first sample, so a counter born at 1 would never fire an alert.
+    func exportZeros() {
+        for name in ["signaldb_writer_dead_letters_total", "signaldb_writer_unreadable_records_total", "signaldb_writer_backpressure_total",
+                     "signaldb_writer_rejected_records_total", "signaldb_writer_store_commits_total", "signaldb_writer_records_appended_total"] {
+            Counter(label: name).increment(by: 0)
+        }
+        for reason in ["busy", "full", "readonly", "io", "conflict", "other"] {
+            Counter(label: "signaldb_writer_store_commit_failures_total", dimensions: [("reason", reason)]).increment(by: 0)
+        }
+    }
+
     func forward(result: String, records: Int) {
         Counter(label: "signaldb_writer_forward_batches_total", dimensions: [("result", result)]).increment()
         if records > 0 { Counter(label: "signaldb_writer_forward_records_total").increment(by: records) }

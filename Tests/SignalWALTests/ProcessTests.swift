@@ -54,7 +54,8 @@ final class ProcessTests: XCTestCase {
     func testPermissionDeniedNamesOwnerModeAndUID() throws {
         guard getuid() == 0 else { throw XCTSkip("needs root to switch to an unprivileged uid; running as uid \(getuid())") }
         let base = makeTemporaryDirectory(self)
-        try FileSystem.createDirectories(base)
+        // Enterable by the unprivileged uid (new WAL directories are 0700 by default).
+        try FileSystem.createDirectories(base, mode: 0o755)
         // A parent only root may enter: the WAL directory cannot be created.
         let closed = base + "/closed"
         try FileManager.default.createDirectory(atPath: closed, withIntermediateDirectories: false,
