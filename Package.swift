@@ -165,7 +165,7 @@ if !engineOnly {
         // (GRDB). No network code and no WAL: a second store is a new type here.
         .target(
             name: "SignalDBStore",
-            dependencies: ["SignalDBIngest", "OTLPProto", protobuf, .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["SignalDBIngest", "SignalDBLayout", "OTLPProto", protobuf, .product(name: "GRDB", package: "GRDB.swift")]
         ),
         // The writer: the Forward listener into its WAL, the per-acceptor marks, and the
         // committer from the WAL into the store.

@@ -25,6 +25,9 @@ public enum Acceptor {
         if settings.walDirectoryIsDefault {
             logger.warning("ACCEPTOR_WAL_DIR is not set: using the default relative directory, which will not persist across container restarts. Set it to a path on a persistent volume.",
                            metadata: ["path": "\(settings.walDirectory)"])
+        } else if !settings.walDirectory.hasPrefix("/") {
+            logger.warning("ACCEPTOR_WAL_DIR is a relative path: it resolves against the working directory, which in a container is not a persistent volume. Use an absolute path on one.",
+                           metadata: ["path": "\(settings.walDirectory)"])
         }
         let keys = try settings.apiKeysFile.map { try APIKeys.load(path: $0) }
         if let keys {

@@ -11,7 +11,8 @@ struct AcceptorMetrics: Sendable {
                      "signaldb_acceptor_forwarded_batches_total", "signaldb_acceptor_forwarded_records_total"] {
             Counter(label: name).increment(by: 0)
         }
-        for reason in ["backlog_full", "out_of_space"] {
+        Gauge(label: "signaldb_acceptor_forward_circuit_open").record(0)
+        for reason in ["backlog_full", "out_of_space", "disk_reserve"] {
             Counter(label: "signaldb_acceptor_backpressure_total", dimensions: [("reason", reason)]).increment(by: 0)
         }
     }

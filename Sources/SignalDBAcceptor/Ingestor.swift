@@ -33,7 +33,7 @@ public final class Ingestor: Sendable {
         self.maxRequestBytes = maxRequestBytes
         self.maxRecordBytes = wal.configuration.effectiveMaxRecordSize
         self.logger = logger
-        backpressure = BackpressureLog(logger: logger, bound: "ACCEPTOR_WAL_MAX_BYTES")
+        backpressure = BackpressureLog(logger: logger)
     }
 
     /// Who is sending, from the request's headers or metadata.
@@ -79,6 +79,9 @@ public final class Ingestor: Sendable {
         }
         try limiter.admit(tenant: tenant, bytes: decoded.payload.count)
         if let shortfall = space.shortfall {
+            metrics.backpressure(reason: "disk_reserve")
+            backpressure.refused(reason: "disk_reserve", bound: "ACCEPTOR_WAL_MIN_FREE_BYTES",
+                                 detail: "\(shortfall.free) bytes free, under the \(shortfall.reserve)-byte reserve")
             throw IngestError(.unavailable(retryAfterSeconds: 10),
                               "the WAL's filesystem has \(shortfall.free) bytes free, under the \(shortfall.reserve)-byte reserve (ACCEPTOR_WAL_MIN_FREE_BYTES); free space or grow the volume",
                               reason: "disk_reserve")
@@ -111,13 +114,13 @@ public final class Ingestor: Sendable {
         switch error.kind {
         case .backlogFull(let live, let limit):
             metrics.backpressure(reason: "backlog_full")
-            backpressure.refused(reason: "backlog_full", detail: "\(live) of \(limit) bytes not yet forwarded")
+            backpressure.refused(reason: "backlog_full", bound: "ACCEPTOR_WAL_MAX_BYTES", detail: "\(live) of \(limit) bytes not yet forwarded")
             return IngestError(.unavailable(retryAfterSeconds: retry),
                                "the acceptor's WAL holds \(live) bytes not yet forwarded, its bound (ACCEPTOR_WAL_MAX_BYTES=\(limit)); the writer is behind or down. Retry after \(retry) s",
                                reason: "backlog_full")
         case .outOfSpace:
             metrics.backpressure(reason: "out_of_space")
-            backpressure.refused(reason: "out_of_space", detail: "\(error.path)")
+            backpressure.refused(reason: "out_of_space", bound: "the disk", detail: "\(error.path)")
             logger.error("WAL append: out of space", metadata: ["path": "\(error.path)", "hint": "\(error.hint)"])
             return IngestError(.unavailable(retryAfterSeconds: max(retry, 10)), "the acceptor's disk is full (\(error.path)); retry later", reason: "out_of_space")
         case .recordTooLarge(let size, let limit):

@@ -48,4 +48,11 @@ public enum ServiceLayout {
     /// read it without the store's code (`signalwal inspect --store`).
     public static let progressTable = "ingest_progress"
     public static let progressColumns = ["source", "writer_lsn", "floor_lsn", "high_water_lsn", "held_ranges", "updated_at_unix_nano"]
+    /// The progress row of the writer's own WAL.
+    public static let progressWriterSource = "writer-wal"
+    /// The progress row of an acceptor is this prefix and its id.
+    public static let progressAcceptorPrefix = "acceptor:"
+    /// The writer holds an acceptor's LSNs only up to this far above the floor that acceptor
+    /// last sent (its checkpoint); the rest it takes once the checkpoint moves.
+    public static let writerSpanAboveFloor: UInt64 = 1 << 22
 }

@@ -15,16 +15,14 @@ public final class BackpressureLog: Sendable {
     private let state = Mutex(State())
     private let isOn = Atomic<Bool>(false)
     private let logger: Logger
-    private let bound: String
 
-    /// `bound` names the setting that bounds the backlog, for the message.
-    public init(logger: Logger, bound: String) {
+    public init(logger: Logger) {
         self.logger = logger
-        self.bound = bound
     }
 
-    /// A write was refused for `reason` (`backlog_full`, `out_of_space`).
-    public func refused(reason: String, detail: String) {
+    /// A write was refused for `reason` (`backlog_full`, `out_of_space`, `disk_reserve`);
+    /// `bound` names what bounds it (a setting, or the disk), for the message.
+    public func refused(reason: String, bound: String, detail: String) {
         let first = state.withLock { value -> Bool in
             value.refused += 1
             guard !value.on else { return false }

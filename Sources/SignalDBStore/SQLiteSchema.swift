@@ -1,3 +1,4 @@
+import SignalDBLayout
 /// The embedded store's schema, fixed here and in docs/WRITER.md ("Schema"). Version 1 is
 /// recorded in `PRAGMA user_version`; a database with a newer version is refused at start-up.
 ///
@@ -90,6 +91,6 @@ enum SQLiteSchema {
           high_water_lsn = excluded.high_water_lsn, held_ranges = excluded.held_ranges,
           updated_at_unix_nano = excluded.updated_at_unix_nano
         """
-    static let walSource = "writer-wal"
-    static let acceptorPrefix = "acceptor:"
+    static let walSource = ServiceLayout.progressWriterSource
+    static let acceptorPrefix = ServiceLayout.progressAcceptorPrefix
 }

@@ -1,3 +1,4 @@
+import SignalDBLayout
 import SignalDBStore
 import SignalWAL
 import Synchronization
@@ -29,7 +30,7 @@ final class AcceptorMarks: Sendable {
     /// for good (a stuck record below a million acknowledged ones could never get in, so the
     /// checkpoint could never move); with a span the record at `floor + 1` is always taken.
     /// 64 batches in flight of 65,536 records, the acceptor's largest settings, fit.
-    static let maxSpanAboveFloor: LSN = 1 << 22
+    static let maxSpanAboveFloor: LSN = ServiceLayout.writerSpanAboveFloor
 
     private let state = Mutex<[String: Mark]>([:])
 

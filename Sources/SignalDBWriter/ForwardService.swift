@@ -182,7 +182,7 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
 
     func backlogFull() -> RPCError {
         metrics.backpressure()
-        backpressure.refused(reason: "backlog_full", detail: "\(wal.liveBytes) of \(maxBacklogBytes) bytes not yet stored")
+        backpressure.refused(reason: "backlog_full", bound: "WRITER_WAL_MAX_BYTES", detail: "\(wal.liveBytes) of \(maxBacklogBytes) bytes not yet stored")
         let retry = wal.backlogStatus.suggestedRetryAfter
         health.setReady(false, detail: "the WAL backlog (\(wal.liveBytes) bytes) is at WRITER_WAL_MAX_BYTES (\(maxBacklogBytes)): the store is behind")
         return RPCError(GoogleRPCStatus(code: .unavailable, message: "the writer's backlog is at WRITER_WAL_MAX_BYTES: its store is behind; retry later",
@@ -200,7 +200,7 @@ struct ForwardService: Signaldb_Internal_V1_Writer.ServiceProtocol {
             return RPCError(code: .resourceExhausted, message: "the writer's WAL refused the records (\(error)): raise WRITER_MAX_RECORD_BYTES and WRITER_WAL_SEGMENT_BYTES")
         case .outOfSpace:
             metrics.backpressure()
-            backpressure.refused(reason: "out_of_space", detail: "\(error.path)")
+            backpressure.refused(reason: "out_of_space", bound: "the disk", detail: "\(error.path)")
             return RPCError(GoogleRPCStatus(code: .unavailable, message: "the writer's WAL disk is full (\(error)); retry later", details: [.retryInfo(delay: .seconds(5))]))
         default:
             if wal.failure != nil {

@@ -24,6 +24,9 @@ public enum Writer {
         if settings.walDirectoryIsDefault {
             logger.warning("WRITER_WAL_DIR is not set: using the default relative directory, which will not persist across container restarts. Set it to a path on a persistent volume.",
                            metadata: ["path": "\(settings.walDirectory)"])
+        } else if !settings.walDirectory.hasPrefix("/") {
+            logger.warning("WRITER_WAL_DIR is a relative path: it resolves against the working directory, which in a container is not a persistent volume. Use an absolute path on one.",
+                           metadata: ["path": "\(settings.walDirectory)"])
         }
         if settings.storeIsDefault {
             logger.warning("WRITER_STORE is not set: using the default relative path, which will not persist across container restarts. Set it to sqlite:<path on a persistent volume>.",
@@ -101,7 +104,7 @@ public enum Writer {
             maxBacklogBytes: settings.walMaxBytes, committed: resume.committed, progress: resume.progress, logger: logger)
         let forward = ForwardService(wal: wal, marks: marks, gate: AsyncLock(), maxBacklogBytes: settings.walMaxBytes,
                                      maxRecordBytes: settings.maxRecordBytes, internalKey: settings.internalKey, health: health,
-                                     metrics: metrics, logger: logger, backpressure: BackpressureLog(logger: logger, bound: "WRITER_WAL_MAX_BYTES"))
+                                     metrics: metrics, logger: logger, backpressure: BackpressureLog(logger: logger))
         let server = GRPCServer(
             transport: .http2NIOPosix(
                 address: settings.grpcAddress.grpcBindAddress, transportSecurity: .plaintext,

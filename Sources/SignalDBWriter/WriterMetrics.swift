@@ -10,6 +10,7 @@ struct WriterMetrics: Sendable {
                      "signaldb_writer_rejected_records_total", "signaldb_writer_store_commits_total", "signaldb_writer_records_appended_total"] {
             Counter(label: name).increment(by: 0)
         }
+        Gauge(label: "signaldb_writer_store_failing").record(0)
         for reason in ["busy", "full", "readonly", "io", "conflict", "other"] {
             Counter(label: "signaldb_writer_store_commit_failures_total", dimensions: [("reason", reason)]).increment(by: 0)
         }

@@ -170,7 +170,7 @@ struct Backup: ParsableCommand {
             for name in try Files.list(staging) {
                 // Segments are stored up to their last record; restore extends them again.
                 let bytes = try Files.readAll(staging + "/" + name, limit: ends[name])
-                try archive.write(Tar.header(name: name, size: bytes.count))
+                try archive.write(Tar.header(name: name, size: bytes.count, mode: Int(access.fileMode)))
                 try archive.write(bytes)
                 try archive.write([UInt8](repeating: 0, count: (Tar.block - bytes.count % Tar.block) % Tar.block))
             }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -111,9 +112,13 @@ enum Files {
         return bytes
     }
 
+    /// Creates `path`, and its missing parents, with `mode`; the parents' entries are fsynced.
     static func makeDirectory(_ path: String, mode: mode_t = FileAccess.owner.directoryMode) throws {
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty, parent != path, !exists(parent) { try makeDirectory(parent, mode: mode) }
         guard mkdir(path, mode) == 0 else { throw error("mkdir", path) }
         _ = chmod(path, mode)
+        try syncDirectory(parent.isEmpty ? "." : parent)
     }
 
     static func syncDirectory(_ path: String) throws {

@@ -132,7 +132,7 @@ struct Inspect: ParsableCommand {
     }
 
     /// The store's progress row for the writer's own WAL (SQLiteSchema.walSource).
-    static let writerSource = "writer-wal"
+    static let writerSource = ServiceLayout.progressWriterSource
 
     static func letterCount(_ folder: String) -> Int {
         ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter {

@@ -13,8 +13,15 @@ struct Restore: ParsableCommand {
         is refused unless --force, which first removes the WAL files there (segments, \
         checkpoint, quarantine/; never while a process holds its lock). --owner sets the \
         files' owner and group (the services' containers run as uid 1000: --owner 1000:1000); \
-        --access their mode (owner: 0700/0600, the default; group: 0750/0640). The acceptor's \
-        acceptor-id is restored with the segments. \
+        --access their mode (owner: 0700/0600, the default; group: 0750/0640). \
+        An acceptor's WAL (it holds acceptor-id) needs one of two more options, because a \
+        restored acceptor must never give a new record an LSN the writer already holds from it \
+        (the writer would drop it as a resend): --store PATH (the writer's SQLite store) keeps \
+        the acceptor's id and sets the restored WAL's LSN floor above every LSN the store holds \
+        from it, plus the writer's span (4,194,304) for what the writer holds only in its own \
+        WAL, so records the writer already has are not stored twice; --new-identity leaves the \
+        id out, and the acceptor starts as a new one (the writer stores the backup's records \
+        again: spans are deduplicated, logs and metric points are not). \
         Everything is fsynced, the result verified, and the LSN range restored printed.
 
         Exit status: 0 restored and verified, 1 restored but the verification found damage, \
@@ -25,6 +32,8 @@ struct Restore: ParsableCommand {
     @Argument(help: "The WAL directory to restore into.") var directory: String
     @Option(help: "UID:GID to own the restored files.") var owner: String?
     @Option(help: "Who may read the restored files: owner (0700/0600) or group (0750/0640).") var access: FileAccess = .owner
+    @Option(help: "An acceptor's WAL: the writer's SQLite store, to start the restored LSNs above every one the writer holds.") var store: String?
+    @Flag(help: "An acceptor's WAL: restore without its id, so it starts as a new acceptor.") var newIdentity = false
     @Flag(help: "Replace the WAL files in a non-empty DIR.") var force = false
 
     func validate() throws {
@@ -42,7 +51,25 @@ struct Restore: ParsableCommand {
             throw WALError(.notFound, path: backup, operation: "restore", errno: ENOENT, hint: "There is no such backup: check the path.")
         }
         // Read what to restore before touching DIR.
-        let entries = isTar ? try tarEntries() : try directoryEntries()
+        var entries = isTar ? try tarEntries() : try directoryEntries()
+        let isAcceptor = entries.contains { $0.name == ServiceLayout.acceptorIDFileName }
+        if isAcceptor {
+            guard store != nil || newIdentity else {
+                throw WALError(.invalidArgument, path: backup, operation: "restore",
+                               hint: "This is an acceptor's WAL (it holds acceptor-id): a restored acceptor must never reuse an LSN the writer already holds from it, or the writer drops its new records as resends. Pass --store <the writer's SQLite store> (the restored LSNs start above every one the writer holds), or --new-identity (it starts as a new acceptor; the writer stores the backup's records again).")
+            }
+            if newIdentity { entries.removeAll { $0.name == ServiceLayout.acceptorIDFileName } }
+        }
+        // Read the writer's progress before touching DIR, so a wrong --store changes nothing.
+        var floorAbove: LSN? = nil
+        if isAcceptor && !newIdentity, let store, let entry = entries.first(where: { $0.name == ServiceLayout.acceptorIDFileName }) {
+            let id = String(decoding: try Files.read(entry.source, at: entry.offset, count: min(entry.size, 256)), as: UTF8.self)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let row = try Inspect.readProgress(store).first { $0.source == ServiceLayout.progressAcceptorPrefix + id }
+            let held = LSN(max(0, row?.highWaterLSN ?? 0, row?.floorLSN ?? 0))
+            // What the store holds, and past it the most the writer can hold only in its WAL.
+            floorAbove = held + ServiceLayout.writerSpanAboveFloor
+        }
         guard entries.contains(where: { Format.segmentSequence(fromFileName: $0.name) != nil }) else {
             throw WALError(.notFound, path: backup, operation: "restore", hint: "This backup holds no segment files: check the path.")
         }
@@ -91,6 +118,9 @@ struct Restore: ParsableCommand {
             }
             try bytes.withUnsafeBytes { try Files.create(path, writing: [$0], size: size, mode: access.fileMode) }
             if let (uid, gid) = ownerIDs, chown(path, uid, gid) != 0 { throw Files.error("chown", path) }
+        }
+        if let floorAbove {
+            try raiseFloor(above: floorAbove, ownerIDs: ownerIDs)
         }
         if let (uid, gid) = ownerIDs, chown(directory, uid, gid) != 0 { throw Files.error("chown", directory) }
         try Files.syncDirectory(directory)
@@ -145,5 +175,21 @@ struct Restore: ParsableCommand {
     /// The files a restore writes: segments, the checkpoint, the services' identity files.
     static func restores(_ name: String) -> Bool {
         Format.segmentSequence(fromFileName: name) != nil || name == Format.checkpointFileName || ServiceLayout.identityFiles.contains(name)
+    }
+
+    /// Rewrites the restored checkpoint with an LSN floor past `lsn`: the acceptor's next record
+    /// gets an LSN above it (recovery starts new LSNs at the floor).
+    private func raiseFloor(above lsn: LSN, ownerIDs: (uid_t, gid_t)?) throws {
+        let path = directory + "/" + Format.checkpointFileName
+        var record = CheckpointRecord(lsn: 0)
+        if Files.exists(path) {
+            let bytes = try Files.readAll(path)
+            if case .success(let existing) = bytes.withUnsafeBytes({ CheckpointRecord.decode($0) }) { record = existing }
+            guard unlink(path) == 0 else { throw Files.error("unlink", path) }
+        }
+        record.floor = max(record.floor, lsn + 1)
+        try record.encoded().withUnsafeBytes { try Files.create(path, writing: [$0], mode: access.fileMode) }
+        if let (uid, gid) = ownerIDs, chown(path, uid, gid) != 0 { throw Files.error("chown", path) }
+        print("the acceptor's next LSN will be at least \(record.floor): above every LSN the writer's store holds from it, plus the writer's span")
     }
 }

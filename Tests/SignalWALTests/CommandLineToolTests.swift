@@ -411,19 +411,47 @@ extension CommandLineToolTests {
         XCTAssertEqual(fileMode(base + "/backup").mode, 0o700)
         XCTAssertEqual(fileMode(base + "/backup/acceptor-id").mode, 0o600)
         XCTAssertEqual(fileMode(base + "/backup.tar").mode, 0o600)
+        // The writer's store says it holds this acceptor's LSNs up to 5,000, more than the
+        // backup has (1 to 3,000): the restored acceptor must start its LSNs above those.
+        let store = base + "/store.sqlite"
+        let shell = try tool([store, """
+            CREATE TABLE ingest_progress (source TEXT PRIMARY KEY, writer_lsn INTEGER, floor_lsn INTEGER, high_water_lsn INTEGER, held_ranges TEXT, updated_at_unix_nano INTEGER NOT NULL);
+            INSERT INTO ingest_progress VALUES ('acceptor:\(id.trimmingCharacters(in: .whitespacesAndNewlines))', NULL, 4990, 5000, '4991-5000', 1);
+            """], executable: "/usr/bin/sqlite3")
+        XCTAssertEqual(shell.status, 0, shell.stderr)
+        // Neither option: refused, naming both, and DIR is not created.
+        var refused = try tool(["restore", base + "/backup", base + "/refused"])
+        XCTAssertEqual(refused.status, 2)
+        XCTAssertTrue(refused.stderr.contains("--store") && refused.stderr.contains("--new-identity"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/refused"))
+        refused = try tool(["restore", base + "/backup", base + "/refused", "--store", base + "/missing.sqlite"])
+        XCTAssertEqual(refused.status, 2)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/refused"))
+        // --new-identity: no id, so the acceptor makes a new one.
+        let fresh = base + "/nested/missing/fresh"
+        var run = try tool(["restore", base + "/backup.tar", fresh, "--new-identity"])
+        XCTAssertEqual(run.status, 0, run.stderr + run.text)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: fresh + "/acceptor-id"))
+        XCTAssertEqual(fileMode(base + "/nested").mode, 0o700, "missing parents are created, private")
         for (index, backup) in [base + "/backup", base + "/backup.tar"].enumerated() {
             let restored = base + "/restored-\(index)"
-            let run = try tool(["restore", backup, restored, "--owner", "1000:1000", "--access", "group"])
+            let run = try tool(["restore", backup, restored, "--owner", "1000:1000", "--access", "group", "--store", store])
             XCTAssertEqual(run.status, 0, run.stderr + run.text)
             XCTAssertEqual(try String(contentsOfFile: restored + "/acceptor-id", encoding: .utf8), id, backup)
+            let floor = LSN(5000) + (1 << 22) + 1
+            XCTAssertTrue(run.text.contains("next LSN will be at least \(floor)"), run.text)
             XCTAssertEqual(fileMode(restored).mode, 0o750)
             XCTAssertEqual(fileMode(restored).uid, 1000)
             for name in try FileManager.default.contentsOfDirectory(atPath: restored) {
                 XCTAssertEqual(fileMode(restored + "/" + name).mode, 0o640, name)
                 XCTAssertEqual(fileMode(restored + "/" + name).uid, 1000, name)
             }
+            let wal = try WAL.open(directory: restored, configuration: testConfiguration())
+            XCTAssertEqual(Array(try wal.records(from: 1001)).count, 2000, "the backlog is kept")
+            XCTAssertEqual(try wal.append([9]), floor, "no LSN the writer holds is handed out again")
+            try wal.close()
         }
-        let run = try tool(["restore", base + "/backup", base + "/bad", "--access", "world"])
+        run = try tool(["restore", base + "/backup", base + "/bad", "--access", "world"])
         XCTAssertEqual(run.status, 2)
         XCTAssertTrue(run.stderr.contains("--access"), run.stderr)
     }
