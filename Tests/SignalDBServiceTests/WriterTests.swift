@@ -173,7 +173,7 @@ final class WriterTests: XCTestCase {
     func forwardService(_ wal: WAL, marks: AcceptorMarks, maxBacklog: Int = 1 << 30) -> ForwardService {
         ForwardService(wal: wal, marks: marks, gate: AsyncLock(), maxBacklogBytes: maxBacklog, maxRecordBytes: 256 << 10,
                        internalKey: nil, health: Health(), metrics: WriterMetrics(), logger: Logger(label: "test"),
-                       backpressure: BackpressureLog(logger: Logger(label: "test"), bound: "WRITER_WAL_MAX_BYTES"))
+                       backpressure: BackpressureLog(logger: Logger(label: "test")))
     }
 
     static func envelope(_ lsn: LSN, size: Int) -> Data {

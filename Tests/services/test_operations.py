@@ -1,10 +1,11 @@
 """Operating the services: Prometheus scraping both admin ports and evaluating the committed
 alert rules (deploy/prometheus/alerts.yml) against them, the disk alert on a nearly full WAL
-filesystem, a read-only root filesystem with uid 1000 (what the k8s manifests ask for), the
-file modes SIGNALDB_FILE_ACCESS gives, and SIGNALDB_LOG_FILE.
+filesystem, a read-only root filesystem with uid 1000 and the volumes and settings of
+deploy/docker and deploy/k8s, the file modes SIGNALDB_FILE_ACCESS gives, and SIGNALDB_LOG_FILE.
 
-Needs root (tmpfs mounts, unshare, setpriv) and Debian's `prometheus` (apt-get install -y
-prometheus).
+TestPrometheus and TestReadOnlyRoot need root (private mount namespaces with a tmpfs or bind
+mounts at /data/wal and /data/store, setpriv); TestPrometheus needs Debian's `prometheus`
+(apt-get install -y prometheus; make service-venvs installs it).
 
 Run: make test-services (or python -m unittest -v test_operations from this folder, with
 SIGNALDB_BUILD pointing at a build holding signaldb-acceptor and signaldb-writer)."""
@@ -12,12 +13,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -66,6 +67,25 @@ def modes_under(top, skip=()):
                 continue
             out[os.path.relpath(path, top)] = (stat.S_ISDIR(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
     return out
+
+
+def make_dirs(path):
+    """Creates `path` and its missing parents; the ones created, outermost first."""
+    created, missing = [], path
+    while not os.path.exists(missing):
+        created.insert(0, missing)
+        missing = os.path.dirname(missing)
+    os.makedirs(path, exist_ok=True)
+    return created
+
+
+def remove_dirs(created):
+    """Removes what make_dirs created (empty mount points), innermost first."""
+    for d in reversed(created):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
 
 
 def wrong_modes(entries, dir_mode, file_mode):
@@ -284,9 +304,11 @@ def ours(labels):
 
 @unittest.skipUnless(IS_ROOT, "needs root (mounts a tmpfs)")
 class TestPrometheus(unittest.TestCase):
-    """Prometheus scrapes both services (WAL directories on a 64 MiB tmpfs) and evaluates the
-    committed alert rules: every alert's quantity has series from our services, the disk alert
-    goes off when the WAL filesystem passes 85%, and the flush-duration gauge is sane."""
+    """Prometheus (1 s scrapes and evaluations) scrapes both services and evaluates the committed
+    alert rules: every alert's quantity has series from our services, the disk alert goes off
+    when the WAL filesystem passes 85%, and the flush-duration gauge is sane. Both WALs and the
+    store are on one 64 MiB tmpfs mounted, in a private mount namespace, at the mount point
+    WALDiskSpaceHigh selects (/data/wal, where deploy/ mounts the WAL volume)."""
 
     @classmethod
     def setUpClass(cls):
@@ -332,11 +354,7 @@ class TestPrometheus(unittest.TestCase):
         """Both services in one private mount namespace where a 64 MiB tmpfs is mounted at
         `cls.mnt` (so their disk metrics say mountpoint=<cls.mnt>; the host never sees the mount).
         A `sleep` holds the namespace; the test reaches the tmpfs through /proc/<pid>/root."""
-        missing = cls.mnt
-        while not os.path.exists(missing):
-            cls.created.insert(0, missing)
-            missing = os.path.dirname(missing)
-        os.makedirs(cls.mnt, exist_ok=True)
+        cls.created += make_dirs(cls.mnt)
         cls.holder = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c",
              'mount -t tmpfs -o size=64m,mode=0755 tmpfs "$0" && echo mounted && exec sleep 100000', cls.mnt],
@@ -369,11 +387,7 @@ class TestPrometheus(unittest.TestCase):
         if cls.holder is not None:
             cls.holder.kill()   # the namespace, and with it the tmpfs, goes with its last process
             cls.holder.wait()
-        for d in reversed(cls.created):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+        remove_dirs(cls.created)
         if os.environ.get("SIGNALDB_KEEP_TEST_DIRS"):
             print("kept", cls.tmp)
         else:
@@ -406,17 +420,24 @@ class TestPrometheus(unittest.TestCase):
 
     def test_every_alert_quantity_has_series_from_our_services(self):
         post_spans(self.acceptor, requests=3, spans=5, name="quantity")
-        missing = {}
-        for _, rule in self.prometheus.alerting_rules():
-            for q in alert_quantities(rule["query"]):
-                result = self.wait_query(q, lambda res: any(ours(labels) for labels, _ in res), timeout=15)
-                if not any(ours(labels) for labels, _ in result):
-                    missing["%s: %s" % (rule["name"], q)] = result[:3]
+        pending = {"%s: %s" % (rule["name"], q): q for _, rule in self.prometheus.alerting_rules()
+                   for q in alert_quantities(rule["query"])}
+        self.assertGreater(len(pending), 0)
+        missing, deadline = {}, time.time() + 15   # increase(...) needs two scrapes
+        while pending and time.time() < deadline:
+            missing = {}
+            for key, q in list(pending.items()):
+                result = self.prometheus.query(q)
+                if any(ours(labels) for labels, _ in result):
+                    del pending[key]
+                else:
+                    missing[key] = result[:3]
+            time.sleep(0.5)
         self.assertEqual(missing, {}, "alert quantities with no series labelled service/job = one of %s" % sorted(SERVICES))
 
     def test_every_contract_metric_is_exported_by_its_service(self):
-        """/tmp/ops/CONTRACT.md's metric names, each scraped from the service that owns it (the
-        counters from start-up, so that increase() sees their first step)."""
+        # The contract's metric names (the issue's), each scraped from the service that owns it;
+        # the counters from start-up, so that increase() sees their first step.
         engine = ["disk_used_bytes", "disk_size_bytes", "wal_flush_duration_seconds", "signalwal_flush_duration_seconds_bucket",
                   "signalwal_flush_duration_seconds_sum", "signalwal_flush_duration_seconds_count", "signalwal_segment_files",
                   "signalwal_live_segments", "signalwal_live_bytes", "signalwal_max_live_bytes", "signalwal_backlog_records",
@@ -521,11 +542,14 @@ class TestPrometheus(unittest.TestCase):
 
 INNER = r"""
 set -u
-# Only the volumes stay writable: bind each onto itself, then make every other mount read-only.
-for d in $CONFINE_VOLUMES; do mount --bind "$d" "$d" || { echo "confine: cannot bind $d" >&2; exit 91; }; done
+# The volumes: each scratch directory bound onto its mount point (a fresh bind mount is writable).
+for pair in $CONFINE_BINDS; do
+  mount --bind "${pair%%:*}" "${pair#*:}" || { echo "confine: cannot bind $pair" >&2; exit 91; }
+done
+# Every other mount read-only.
 awk '{print $5, $6}' /proc/self/mountinfo | while read -r m opts; do
   case ",$opts," in *,ro,*) continue;; esac
-  keep=0; for d in $CONFINE_VOLUMES; do [ "$m" = "$d" ] && keep=1; done
+  keep=0; for pair in $CONFINE_BINDS; do [ "$m" = "${pair#*:}" ] && keep=1; done
   [ $keep = 1 ] && continue
   mount -o remount,bind,ro "$m" 2>/dev/null || case "$m" in
     /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) ;;
@@ -538,13 +562,14 @@ exec setpriv --reuid 1000 --regid 1000 --clear-groups -- "$@"
 
 
 class Confinement:
-    """Runs a command in a private mount namespace where everything but `volumes` is read-only,
-    as uid/gid 1000 with no supplementary groups."""
+    """Runs a command the way deploy/ runs the services: in a private mount namespace where
+    only `binds` ({scratch dir: mount point}) are writable and everything else is read-only, as
+    uid/gid 1000 with no supplementary groups. Everything execs, so the pid is the command's."""
 
-    def __init__(self, directory, volumes):
-        self.volumes = volumes
+    def __init__(self, directory, name, binds):
+        self.binds = binds
         self.inner = os.path.join(directory, "confine-inner.sh")
-        self.wrapper = os.path.join(directory, "confine.sh")
+        self.wrapper = os.path.join(directory, "confine-%s.sh" % name)
         with open(self.inner, "w") as f:
             f.write(INNER)
         with open(self.wrapper, "w") as f:
@@ -553,40 +578,47 @@ class Confinement:
         os.chmod(self.wrapper, 0o755)
 
     def env(self, binary):
-        return {"CONFINE_VOLUMES": " ".join(self.volumes), "CONFINE_EXEC": binary}
+        return {"CONFINE_BINDS": " ".join("%s:%s" % kv for kv in self.binds.items()), "CONFINE_EXEC": binary}
 
     def run(self, script):
         env = dict(os.environ, **self.env("/bin/false"))
         return subprocess.run([self.wrapper, "/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
 
-    def confine(self, service, binary):
-        """Makes a harness service start through the confinement (same pid: everything execs)."""
+    def confine(self, service, binary, **env):
+        """A harness service that starts through this confinement, with `env` on top."""
         service.binary = self.wrapper
         service.env.update(self.env(binary))
+        service.env.update(env)
         return service
 
 
 @unittest.skipUnless(IS_ROOT, "needs root (unshare --mount, setpriv)")
 class TestReadOnlyRoot(unittest.TestCase):
-    """Both services as the k8s manifests run them: read-only root filesystem, uid/gid 1000, only
-    their volumes writable. They start, store spans, report ready, and everything they create is
-    owned by 1000 with SIGNALDB_FILE_ACCESS's default modes (directories 0700, files 0600)."""
+    """Both services as deploy/ runs them (Dockerfile, compose.yaml): read-only root filesystem,
+    uid/gid 1000, writable only the volumes at /data/wal (both) and /data/store (writer), which
+    exist beforehand owned by 1000:1000 with mode 0700, and the deploy's settings
+    (ACCEPTOR_WAL_DIR=WRITER_WAL_DIR=/data/wal, WRITER_STORE=sqlite:/data/store/signaldb.sqlite).
+    Each service has its own namespace, so both mount their own volume at /data/wal."""
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="ops-readonly-")
         os.chmod(self.tmp, 0o755)
-        self.acceptor_vol = os.path.join(self.tmp, "acceptor-vol")
-        self.writer_vol = os.path.join(self.tmp, "writer-vol")
-        for d in (self.acceptor_vol, self.writer_vol):
-            os.mkdir(d)
-            os.chown(d, 1000, 1000)
-        self.confinement = Confinement(self.tmp, [self.acceptor_vol, self.writer_vol])
+        self.created = make_dirs("/data/wal") + make_dirs("/data/store")
+        self.vols = {}
+        for name in ("acceptor-wal", "writer-wal", "writer-store"):
+            self.vols[name] = os.path.join(self.tmp, name)
+            os.mkdir(self.vols[name], 0o700)
+            os.chown(self.vols[name], 1000, 1000)
+        self.acceptor_confinement = Confinement(self.tmp, "acceptor", {self.vols["acceptor-wal"]: "/data/wal"})
+        self.writer_confinement = Confinement(self.tmp, "writer", {self.vols["writer-wal"]: "/data/wal",
+                                                                   self.vols["writer-store"]: "/data/store"})
         self.acceptor = self.writer = None
 
     def tearDown(self):
         for s in (self.acceptor, self.writer):
             if s is not None:
                 s.kill()
+        remove_dirs(self.created)
         if os.environ.get("SIGNALDB_KEEP_TEST_DIRS"):
             print("kept", self.tmp)
         else:
@@ -594,7 +626,7 @@ class TestReadOnlyRoot(unittest.TestCase):
 
     def binaries(self):
         """The service binaries, copied where uid 1000 can run them if it cannot run the build's."""
-        out = self.confinement.run('test -r %s -a -x %s -a -r %s -a -x %s && echo runnable' % (ACCEPTOR, ACCEPTOR, WRITER, WRITER))
+        out = self.writer_confinement.run('test -r %s -a -x %s -a -r %s -a -x %s && echo runnable' % (ACCEPTOR, ACCEPTOR, WRITER, WRITER))
         if "runnable" in out.stdout:
             return ACCEPTOR, WRITER
         bin_dir = os.path.join(self.tmp, "bin")
@@ -607,58 +639,92 @@ class TestReadOnlyRoot(unittest.TestCase):
         return tuple(copies)
 
     def test_confinement_is_read_only_except_volumes_and_runs_as_1000(self):
-        probe = os.path.join(self.tmp, "outside-probe")
-        out = self.confinement.run(
-            'id -u; id -g; id -G; '
-            'for p in %s /work/main/.ro-probe /dev/shm/ro-probe %s/ro-probe; do touch "$p" 2>&1 || true; done; '
-            'touch %s/probe && echo acceptor-vol-writable; touch %s/probe && echo writer-vol-writable'
-            % (probe, ROOT, self.acceptor_vol, self.writer_vol))
+        outside = os.path.join(self.tmp, "outside-probe")
+        read_only = [outside, ROOT + "/.ro-probe", "/data/ro-probe", "/dev/shm/ro-probe", "/tmp/ro-probe-%d" % os.getpid()]
+        out = self.writer_confinement.run(
+            'id -u; id -g; id -G; for p in %s; do touch "$p" 2>&1 || true; done; '
+            'touch /data/wal/probe && echo wal-writable; touch /data/store/probe && echo store-writable'
+            % " ".join(read_only))
         self.assertEqual(out.returncode, 0, out.stderr)
         lines = out.stdout.splitlines()
         self.assertEqual(lines[:3], ["1000", "1000", "1000"], out.stdout)
-        for p in (probe, "/work/main/.ro-probe", "/dev/shm/ro-probe", ROOT + "/ro-probe"):
+        for p in read_only:
             self.assertTrue(any(p in l and "Read-only file system" in l for l in lines), "%s: %s" % (p, out.stdout))
             self.assertFalse(os.path.exists(p))
-        self.assertIn("acceptor-vol-writable", lines)
-        self.assertIn("writer-vol-writable", lines)
-        self.assertEqual(os.stat(os.path.join(self.acceptor_vol, "probe")).st_uid, 1000)
+        self.assertIn("wal-writable", lines)
+        self.assertIn("store-writable", lines)
+        self.assertEqual(os.stat(os.path.join(self.vols["writer-wal"], "probe")).st_uid, 1000)
+        self.assertTrue(os.path.exists(os.path.join(self.vols["writer-store"], "probe")))
+        self.assertEqual(os.listdir("/data/wal"), [], "the host's /data/wal is only a mount point")
 
-    def test_services_store_spans_on_read_only_root_as_uid_1000_with_owner_modes(self):
+    def run_confined(self, **env):
+        """Both services confined, spans posted and stored; what they created in their volumes
+        (snapshot while running: SQLite's -wal/-shm go at shutdown)."""
         acceptor_bin, writer_bin = self.binaries()
-        self.writer = self.confinement.confine(Writer(self.writer_vol), writer_bin)
+        self.writer = Writer(os.path.join(self.tmp, "writer"))
+        self.writer_confinement.confine(self.writer, writer_bin, WRITER_WAL_DIR="/data/wal",
+                                        WRITER_STORE="sqlite:/data/store/signaldb.sqlite", **env)
+        self.writer.db_path = os.path.join(self.vols["writer-store"], "signaldb.sqlite")
         self.writer.start()
-        self.acceptor = self.confinement.confine(Acceptor(os.path.join(self.acceptor_vol, "wal"), self.writer.port), acceptor_bin)
+        self.acceptor = Acceptor("/data/wal", self.writer.port)
         self.acceptor.log_path = os.path.join(self.tmp, "acceptor.log")
+        self.acceptor_confinement.confine(self.acceptor, acceptor_bin, **env)
         self.acceptor.start()
-        # Really confined: the service's process has uid 1000 and sees / read-only.
-        with open("/proc/%d/status" % self.writer.proc.pid) as f:
-            uids = [l.split()[1:] for l in f if l.startswith(("Uid:", "Gid:"))]
-        self.assertEqual(uids, [["1000"] * 4, ["1000"] * 4])
-        with open("/proc/%d/mountinfo" % self.acceptor.proc.pid) as f:
-            root_opts = [l.split()[5] for l in f if l.split()[4] == "/"]
-        self.assertTrue(root_opts and all(",ro," in "," + o + "," for o in root_opts), root_opts)
+        # Really confined: the processes have uid/gid 1000 and see / read-only.
+        for service in (self.writer, self.acceptor):
+            with open("/proc/%d/status" % service.proc.pid) as f:
+                ids = [l.split()[1:] for l in f if l.startswith(("Uid:", "Gid:", "Groups:"))]
+            self.assertEqual(ids, [["1000"] * 4, ["1000"] * 4, []], service.name)
+            with open("/proc/%d/mountinfo" % service.proc.pid) as f:
+                mounts = {l.split()[4]: l.split()[5] for l in f}
+            self.assertIn("ro", mounts["/"].split(","), service.name)
+            self.assertIn("rw", mounts["/data/wal"].split(","), service.name)
 
-        sent = post_spans(self.acceptor, requests=5, spans=10)
-        stored = wait_until(lambda: self.writer.metric_sum("signaldb_writer_store_rows_total", table="spans") >= len(sent), 30)
+        self.sent = post_spans(self.acceptor, requests=5, spans=10)
+        stored = wait_until(lambda: self.writer.metric_sum("signaldb_writer_store_rows_total", table="spans") >= len(self.sent), 30)
         self.assertTrue(stored, "spans not stored\nwriter:\n%s\nacceptor:\n%s" % (self.writer.read_log(), self.acceptor.read_log()))
         self.assertTrue(self.acceptor.is_ready() and self.writer.is_ready())
+        found = {}
+        for vol in self.vols:
+            found.update({vol + "/" + k: v for k, v in modes_under(self.vols[vol]).items()})
+        for name in ("acceptor-wal/.checkpoint", "acceptor-wal/.lock", "acceptor-wal/acceptor-id", "acceptor-wal/segment-000001.wal",
+                     "writer-wal/.checkpoint", "writer-wal/.lock", "writer-wal/segment-000001.wal",
+                     "writer-store/signaldb.sqlite", "writer-store/signaldb.sqlite-wal", "writer-store/signaldb.sqlite-shm",
+                     "writer-store/signaldb.sqlite.lock"):
+            self.assertIn(name, found)
+        self.assertEqual({p: (uid, gid) for p, (_, _, uid, gid) in found.items() if (uid, gid) != (1000, 1000)}, {})
+        self.assertEqual(wrong_modes(found, 0o700, 0o600), {})
+        return found
 
-        # What the services created (snapshot while running: SQLite's -wal/-shm go at shutdown).
-        acceptor_files = modes_under(self.acceptor_vol)
-        writer_files = modes_under(self.writer_vol)
-        for name in ("wal", "wal/.checkpoint", "wal/.lock", "wal/acceptor-id", "wal/segment-000001.wal"):
-            self.assertIn(name, acceptor_files)
-        for name in ("wal", "wal/.checkpoint", "wal/.lock", "wal/segment-000001.wal", "store",
-                     "store/signaldb.sqlite", "store/signaldb.sqlite-wal", "store/signaldb.sqlite-shm"):
-            self.assertIn(name, writer_files)
-        everything = dict([("acceptor/" + k, v) for k, v in acceptor_files.items()] + [("writer/" + k, v) for k, v in writer_files.items()])
-        self.assertEqual({p: (uid, gid) for p, (_, _, uid, gid) in everything.items() if (uid, gid) != (1000, 1000)}, {})
-        self.assertEqual(wrong_modes(everything, 0o700, 0o600), {})
-
+    def stop_and_check_stored(self):
         self.assertEqual(self.acceptor.terminate(), 0, self.acceptor.read_log())
         self.assertEqual(self.writer.terminate(), 0, self.writer.read_log())
-        rows = {r[0] for r in Writer(self.writer_vol).query("SELECT span_id FROM spans")}
-        self.assertEqual(rows, {s.hex() for s in sent})
+        self.assertEqual({r[0] for r in self.writer.query("SELECT span_id FROM spans")}, {s.hex() for s in self.sent})
+
+    def test_services_store_spans_on_read_only_root_as_uid_1000_with_owner_modes(self):
+        # compose.yaml's volumes: created beforehand, 1000:1000, mode 0700; SIGNALDB_FILE_ACCESS unset.
+        self.run_confined()
+        for vol in self.vols.values():   # the volumes themselves: as they were, and not warned about
+            self.assertEqual(stat.S_IMODE(os.stat(vol).st_mode), 0o700)
+        for service in (self.writer, self.acceptor):
+            self.assertNotIn("wider than SIGNALDB_FILE_ACCESS", service.read_log())
+        self.stop_and_check_stored()
+
+    def test_fsgroup_volume_roots_are_kept_and_warned_about_once(self):
+        # deploy/k8s's volumes: fsGroup 1000 leaves the root root:1000, mode 2775 (setgid,
+        # group-writable); the manifests set SIGNALDB_FILE_ACCESS=owner.
+        for vol in self.vols.values():
+            os.chown(vol, 0, 1000)
+            os.chmod(vol, 0o2775)
+        self.run_confined(SIGNALDB_FILE_ACCESS="owner")
+        for vol in self.vols.values():
+            self.assertEqual(oct(stat.S_IMODE(os.stat(vol).st_mode)), oct(0o2775), vol)
+        for service, dirs in ((self.writer, ["/data/wal", "/data/store"]), (self.acceptor, ["/data/wal"])):
+            warnings = [l for l in service.read_log().splitlines() if "wider than SIGNALDB_FILE_ACCESS" in l]
+            for d in dirs:
+                naming = [l for l in warnings if re.search(re.escape(d) + r"(?![\w/])", l)]
+                self.assertEqual(len(naming), 1, "%s: one warning naming %s:\n%s" % (service.name, d, "\n".join(warnings)))
+        self.stop_and_check_stored()
 
 
 # ---------------------------------------------------------------------------------------------
