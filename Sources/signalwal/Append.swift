@@ -20,6 +20,8 @@ struct Append: ParsableCommand {
     @Option(help: "group, interval:<n>ms or none.") var policy: String = "group"
     @Option(help: "mmap or uring.") var backend: String = IOBackend.uring.rawValue
     @Option(help: "Concurrent appender threads.") var threads: Int = 16
+    @Option(help: "Segment size in bytes for a new WAL (1 MiB to 1 GiB, a multiple of 4096; an existing WAL keeps its own). Default 64 MiB.")
+    var segmentSize: Int?
 
     func validate() throws {
         guard DurabilityPolicy(argument: policy) != nil else { throw ValidationError("--policy must be group, interval:<n>ms (or us, s) or none, not \(policy)") }
@@ -32,6 +34,8 @@ struct Append: ParsableCommand {
         // An existing WAL keeps the segment size it was written with.
         if let size = (try? WALDirectory(path: directory))?.writtenSegmentSize() {
             configuration.segmentSize = size
+        } else if let segmentSize {
+            configuration.segmentSize = segmentSize
         }
         configuration.durability = DurabilityPolicy(argument: policy)!
         configuration.backend = IOBackend(rawValue: backend)!
