@@ -65,9 +65,15 @@ public enum Acceptor {
     static func runAfterAdmin(settings: AcceptorSettings, health: Health, metrics: AcceptorMetrics, keys: APIKeys?,
                               scrape: ScrapeHook, adminWatch: AdminWatch, logger: Logger) async throws {
         health.setDetail("recovering the WAL in \(settings.walDirectory)")
-        try AcceptorDeadLetterCommands.checkNoReplayInProgress(walDirectory: settings.walDirectory)
         let started = ContinuousClock.now
         let wal = try await WAL.open(directory: settings.walDirectory, configuration: walConfiguration(settings))
+        // After the lock: a replay holding the WAL cannot be between its marker and its append.
+        do {
+            try AcceptorDeadLetterCommands.checkNoReplayInProgress(walDirectory: settings.walDirectory)
+        } catch {
+            try? await wal.close()
+            throw error
+        }
         let report = wal.recoveryReport
         logger.info("WAL open", metadata: [
             "path": "\(settings.walDirectory)", "recoveredIn": "\(ContinuousClock.now - started)",

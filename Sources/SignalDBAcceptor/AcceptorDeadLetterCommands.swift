@@ -65,7 +65,11 @@ public enum AcceptorDeadLetterCommands {
         }
         let wal: WAL
         do {
-            wal = try await WAL.open(directory: walDirectory, configuration: Acceptor.walConfiguration(settings))
+            var configuration = Acceptor.walConfiguration(settings)
+            // Group commit whatever the service uses: a letter is moved out of dead-letters/
+            // only once its record is on disk.
+            configuration.durability = .groupCommit
+            wal = try await WAL.open(directory: walDirectory, configuration: configuration)
         } catch let error as WALError {
             if case .locked = error.kind {
                 print("\(walDirectory) is in use: stop signaldb-acceptor first, then replay")
@@ -75,29 +79,40 @@ public enum AcceptorDeadLetterCommands {
         }
         let access = settings.common.fileAccess
         let done = folder + "/" + ServiceLayout.replayedFolder
-        if mkdir(done, access.directoryMode) != 0 && errno != EEXIST {
+        if mkdir(done, access.directoryMode) == 0 {
+            _ = chmod(done, access.directoryMode)
+            try DurableFile.fsyncDirectory(folder)
+        } else if errno != EEXIST {
             throw ServiceStartError("cannot create \(done): \(String(cString: strerror(errno)))")
         }
         func move(_ letter: DeadLetters.Letter) throws {
             for path in [letter.envelopePath, letter.jsonPath] {
                 let target = done + "/" + (path as NSString).lastPathComponent
-                guard rename(path, target) == 0 else { throw ServiceStartError("cannot move \(path) to \(target): \(String(cString: strerror(errno)))") }
+                guard rename(path, target) == 0 else {
+                    // Moved by an interrupted run that stopped between the two renames.
+                    if errno == ENOENT, FileManager.default.fileExists(atPath: target) { continue }
+                    throw ServiceStartError("cannot move \(path) to \(target): \(String(cString: strerror(errno)))")
+                }
             }
             try DurableFile.fsyncDirectory(done)
             unlink(markerPath)
             try DurableFile.fsyncDirectory(folder)
             print("replayed lsn \(letter.lsn) (\(letter.json["reason"] ?? ""))")
         }
-        // The interrupted run's letter first: nothing has appended since it wrote the marker
-        // (the acceptor refuses to start while it exists), so a next LSN past the marker's
-        // means its append happened.
+        // The interrupted run's letter first. Its append happened when the WAL holds, at the
+        // LSN the marker names, a record equal to the letter (the acceptor refuses to start
+        // while the marker exists, so nothing has forwarded or checkpointed it since).
         var pending = all
-        if let marker {
-            if let index = pending.firstIndex(where: { $0.lsn == marker.letterLSN }), wal.nextLSN > marker.walLSN {
+        if let marker, let index = pending.firstIndex(where: { $0.lsn == marker.letterLSN }) {
+            let letter = pending.remove(at: index)
+            let bytes = FileManager.default.contents(atPath: letter.envelopePath).map { [UInt8]($0) }
+                ?? FileManager.default.contents(atPath: done + "/" + (letter.envelopePath as NSString).lastPathComponent).map { [UInt8]($0) }
+            let held = marker.walLSN < wal.nextLSN ? try? wal.records(from: marker.walLSN, limit: 1).first(where: { _ in true }) : nil
+            if let held, held.lsn == marker.walLSN, bytes.map({ held.payload.elementsEqual($0) }) == true {
                 print("lsn \(marker.letterLSN) was appended by the interrupted replay as WAL LSN \(marker.walLSN)")
-                try move(pending.remove(at: index))
-            } else if let index = pending.firstIndex(where: { $0.lsn == marker.letterLSN }) {
-                pending.insert(pending.remove(at: index), at: 0)
+                try move(letter)
+            } else {
+                pending.insert(letter, at: 0)
             }
         }
         var replayed = 0
@@ -109,7 +124,18 @@ public enum AcceptorDeadLetterCommands {
             let expected = wal.nextLSN
             let data = try JSONEncoder().encode(Marker(letterLSN: letter.lsn, walLSN: expected))
             try DurableFile.write([UInt8](data), to: markerPath, mode: access.fileMode)
-            let lsn = try await wal.append(bytes)
+            let lsn: LSN
+            do {
+                lsn = try await wal.append(bytes)
+            } catch {
+                // Refused before anything was written (the backlog bound, a full disk, a record
+                // over the limit): the marker has nothing to guard, and must not block start-up.
+                if wal.nextLSN == expected {
+                    unlink(markerPath)
+                    try? DurableFile.fsyncDirectory(folder)
+                }
+                throw error
+            }
             guard lsn == expected else {
                 throw ServiceStartError("the WAL gave LSN \(lsn), not \(expected): another writer appended during the replay; stop it and replay again")
             }

@@ -12,6 +12,11 @@ struct AcceptorMetrics: Sendable {
             Counter(label: name).increment(by: 0)
         }
         Gauge(label: "signaldb_acceptor_forward_circuit_open").record(0)
+        // The reasons a forward fails for most (gRPC codes as RPCError names them, and a
+        // transport error); a rarer code's series starts at its first failure.
+        for reason in ["unavailable", "deadlineExceeded", "resourceExhausted", "unauthenticated", "internal", "transport"] {
+            Counter(label: "signaldb_acceptor_forward_failures_total", dimensions: [("reason", reason)]).increment(by: 0)
+        }
         for reason in ["backlog_full", "out_of_space", "disk_reserve"] {
             Counter(label: "signaldb_acceptor_backpressure_total", dimensions: [("reason", reason)]).increment(by: 0)
         }

@@ -150,10 +150,20 @@ final class Forwarder: Service {
         }
         let batch = try result.get()
         if case .skipped(let missing) = batch {
-            let count = Int(missing.upperBound - missing.lowerBound + 1)
-            logger.error("WAL records are missing (lost to damage that recovery reported); stepping over them",
-                         metadata: ["lsns": "\(missing)", "count": "\(count)"])
-            metrics.lost(count: count)
+            // Only the LSNs recovery reported lost are lost; the rest of a gap was never handed
+            // out (the LSN floor: raised by a restore, or by recovery past what it could not keep).
+            let lost = wal.recoveryReport.damage.compactMap(\.lostLSNs).reduce(UInt64(0)) { total, range in
+                let low = max(range.lowerBound, missing.lowerBound), high = min(range.upperBound, missing.upperBound)
+                return total + (low <= high ? high - low + 1 : 0)
+            }
+            if lost > 0 {
+                logger.error("WAL records are missing (lost to damage that recovery reported); stepping over them",
+                             metadata: ["lsns": "\(missing)", "count": "\(lost)"])
+                metrics.lost(count: Int(clamping: lost))
+            } else {
+                logger.notice("stepping over LSNs the WAL never handed out (its LSN floor, raised by a restore or by recovery)",
+                              metadata: ["lsns": "\(missing)"])
+            }
             tracker.markDone(missing)
         }
         return batch
@@ -267,45 +277,52 @@ final class Forwarder: Service {
     }
 }
 
-/// The set of done LSNs above the checkpoint, and the contiguous prefix that can be
-/// checkpointed (rule 4). Bounded by the records in flight.
+/// The done LSNs above the checkpoint, and the contiguous prefix that can be checkpointed
+/// (rule 4). Records are kept one by one (bounded by the records in flight); gaps (LSNs with no
+/// record: damage recovery reported, or the LSN floor a restore raised, which can be 2^40 LSNs
+/// wide) are kept whole as ranges, never expanded, and there are only ever a few.
 final class DoneTracker: Sendable {
     struct State {
         var checkpoint: LSN
         var done = Set<LSN>()
+        var gaps: [ClosedRange<LSN>] = []
         var advanced = false
+
+        mutating func advance() {
+            var moved = false
+            while true {
+                if done.remove(checkpoint + 1) != nil {
+                    checkpoint += 1
+                } else if let i = gaps.firstIndex(where: { $0.lowerBound <= checkpoint + 1 }) {
+                    checkpoint = max(checkpoint, gaps.remove(at: i).upperBound)
+                } else {
+                    break
+                }
+                moved = true
+            }
+            guard moved else { return }
+            advanced = true
+            // After a jump over a gap, what it passed is settled.
+            if done.contains(where: { $0 <= checkpoint }) { done = done.filter { $0 > checkpoint } }
+            gaps.removeAll { $0.upperBound <= checkpoint }
+        }
     }
     private let state: Mutex<State>
 
     init(checkpoint: LSN) { state = Mutex(State(checkpoint: checkpoint)) }
 
-    /// A range that starts at or below the next LSN (a gap at the head, say) moves the
-    /// checkpoint without being expanded into the set.
     func markDone(_ range: ClosedRange<LSN>) {
         state.withLock { s in
-            if range.lowerBound <= s.checkpoint + 1 {
-                if range.upperBound > s.checkpoint {
-                    s.checkpoint = range.upperBound
-                    s.advanced = true
-                }
-                s.done = s.done.filter { $0 > s.checkpoint }
-            } else {
-                for lsn in range { s.done.insert(lsn) }
-            }
-            while s.done.remove(s.checkpoint + 1) != nil {
-                s.checkpoint += 1
-                s.advanced = true
-            }
+            guard range.upperBound > s.checkpoint else { return }
+            s.gaps.append(max(range.lowerBound, s.checkpoint + 1)...range.upperBound)
+            s.advance()
         }
     }
 
     func markDone(_ lsns: [LSN]) {
         state.withLock { s in
             for lsn in lsns where lsn > s.checkpoint { s.done.insert(lsn) }
-            while s.done.remove(s.checkpoint + 1) != nil {
-                s.checkpoint += 1
-                s.advanced = true
-            }
+            s.advance()
         }
     }
 

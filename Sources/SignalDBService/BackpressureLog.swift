@@ -28,10 +28,11 @@ public final class BackpressureLog: Sendable {
             guard !value.on else { return false }
             value.on = true
             value.since = .now
+            // Inside the lock, so the flag and the state never disagree.
+            isOn.store(true, ordering: .releasing)
             return true
         }
         guard first else { return }
-        isOn.store(true, ordering: .releasing)
         logger.warning("WAL backpressure on: refusing writes until the backlog drains", metadata: [
             "reason": "\(reason)", "bound": "\(bound)", "detail": "\(detail)"])
     }
@@ -42,10 +43,10 @@ public final class BackpressureLog: Sendable {
         let ended = state.withLock { value -> (Int, Duration)? in
             guard value.on else { return nil }
             value.on = false
+            isOn.store(false, ordering: .releasing)
             defer { value.refused = 0 }
             return (value.refused, ContinuousClock.now - value.since)
         }
-        isOn.store(false, ordering: .releasing)
         guard let (refused, lasted) = ended else { return }
         logger.notice("WAL backpressure off: accepting writes again", metadata: [
             "refused_while_on": "\(refused)", "lasted": "\(lasted)"])

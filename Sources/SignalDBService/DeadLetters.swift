@@ -26,7 +26,9 @@ public final class DeadLetters: Sendable {
     /// Writes both files durably. `extra` adds fields to the JSON (the writer adds the acceptor id and LSN).
     public func write(lsn: LSN, envelope: [UInt8], reason: String, extra: [String: Any] = [:]) throws {
         if !FileManager.default.fileExists(atPath: directory) {
-            guard mkdir(directory, access.directoryMode) == 0 || errno == EEXIST else {
+            if mkdir(directory, access.directoryMode) == 0 {
+                _ = chmod(directory, access.directoryMode)  // exactly: the umask may strip group bits
+            } else if errno != EEXIST {
                 throw ServiceStartError("cannot create \(directory): \(String(cString: strerror(errno)))")
             }
             try DurableFile.fsyncDirectory((directory as NSString).deletingLastPathComponent)

@@ -64,7 +64,12 @@ public enum DeadLetterCommands {
                     print("\(pending.count) dead letter(s) above LSN \(records.committed), the last the store holds, are left in place: the WAL still holds them and the writer retries them on its next start. Start the writer, let it catch up, then replay again")
                 }
                 let done = folder + "/" + ServiceLayout.replayedFolder
-                if mkdir(done, settings.common.fileAccess.directoryMode) != 0 && errno != EEXIST { throw ServiceStartError("cannot create \(done): \(String(cString: strerror(errno)))") }
+                if mkdir(done, settings.common.fileAccess.directoryMode) == 0 {
+                    _ = chmod(done, settings.common.fileAccess.directoryMode)
+                    try DurableFile.fsyncDirectory(folder)
+                } else if errno != EEXIST {
+                    throw ServiceStartError("cannot create \(done): \(String(cString: strerror(errno)))")
+                }
                 var replayed = 0
                 for letter in all where letter.lsn <= records.committed {
                     guard let bytes = FileManager.default.contents(atPath: letter.envelopePath).map({ [UInt8]($0) }) else { continue }

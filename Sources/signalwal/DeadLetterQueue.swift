@@ -83,18 +83,37 @@ struct DeadLetterQueue: ParsableCommand {
             abstract: "Send the dead letters back through their service, each once (the service must be stopped).",
             discussion: """
             Runs the owning service's replay with DIR as its WAL directory: \
-            `signaldb-acceptor dead-letters replay` when DIR holds an acceptor-id (each letter \
-            is appended to the acceptor's WAL again, and forwarded on its next start), else \
-            `signaldb-writer dead-letters replay` (each letter goes back to the writer's WAL and \
-            into the store on its next start; WRITER_STORE must name the same store). The \
+            `signaldb-acceptor dead-letters replay` for an acceptor's WAL (each letter is \
+            appended to the acceptor's WAL again, and forwarded on its next start), \
+            `signaldb-writer dead-letters replay` for a writer's (each letter goes back to the \
+            writer's WAL and into the store on its next start; WRITER_STORE must name the same \
+            store). An acceptor's WAL holds an acceptor-id and a writer's letters name their \
+            acceptor; when neither tells (an acceptor restored with --new-identity that has not \
+            started yet), --service says. The \
             service binary is looked up next to signalwal, then on PATH. Other settings come \
             from the environment, as for the service.
             """)
         @Argument(help: "The service's WAL directory.") var directory: String
+        @Option(help: "acceptor or writer, when DIR does not tell.") var service: String?
+
+        func validate() throws {
+            if let service, service != "acceptor" && service != "writer" { throw ValidationError("--service must be acceptor or writer") }
+        }
 
         func run() throws {
             try requireDirectory(directory)
-            let isAcceptor = Files.exists(directory + "/" + ServiceLayout.acceptorIDFileName)
+            let hasID = Files.exists(directory + "/" + ServiceLayout.acceptorIDFileName)
+            let namesAcceptor = letters(in: folder(directory)).contains { $0.metadata["acceptor_id"] != nil }
+            let detected: String? = hasID ? "acceptor" : namesAcceptor ? "writer" : nil
+            if let service, let detected, service != detected {
+                writeError("signalwal: \(directory) is a \(detected)'s WAL (\(hasID ? "it holds acceptor-id" : "its letters name their acceptor")), not a \(service)'s")
+                throw ExitCode(2)
+            }
+            guard let owner = detected ?? service else {
+                writeError("signalwal: cannot tell which service owns \(directory) (no acceptor-id, and no letter names an acceptor): pass --service acceptor or --service writer")
+                throw ExitCode(2)
+            }
+            let isAcceptor = owner == "acceptor"
             let binary = isAcceptor ? "signaldb-acceptor" : "signaldb-writer"
             setenv(isAcceptor ? "ACCEPTOR_WAL_DIR" : "WRITER_WAL_DIR", directory, 1)
             let beside = (Self.ownPath() as NSString).deletingLastPathComponent + "/" + binary

@@ -17,9 +17,9 @@ struct Restore: ParsableCommand {
         An acceptor's WAL (it holds acceptor-id) needs one of two more options, because a \
         restored acceptor must never give a new record an LSN the writer already holds from it \
         (the writer would drop it as a resend): --store PATH (the writer's SQLite store) keeps \
-        the acceptor's id and sets the restored WAL's LSN floor above every LSN the store holds \
-        from it, plus the writer's span (4,194,304) for what the writer holds only in its own \
-        WAL, so records the writer already has are not stored twice; --new-identity leaves the \
+        the acceptor's id and sets the restored WAL's LSN floor 2^40 above every LSN the store \
+        holds from it (past anything the writer can hold only in its WAL, or the acceptor in its \
+        backlog), so records the writer already has are not stored twice; --new-identity leaves the \
         id out, and the acceptor starts as a new one (the writer stores the backup's records \
         again: spans are deduplicated, logs and metric points are not). \
         Everything is fsynced, the result verified, and the LSN range restored printed.
@@ -62,13 +62,23 @@ struct Restore: ParsableCommand {
         }
         // Read the writer's progress before touching DIR, so a wrong --store changes nothing.
         var floorAbove: LSN? = nil
-        if isAcceptor && !newIdentity, let store, let entry = entries.first(where: { $0.name == ServiceLayout.acceptorIDFileName }) {
-            let id = String(decoding: try Files.read(entry.source, at: entry.offset, count: min(entry.size, 256)), as: UTF8.self)
-                .trimmingCharacters(in: .whitespacesAndNewlines)
-            let row = try Inspect.readProgress(store).first { $0.source == ServiceLayout.progressAcceptorPrefix + id }
-            let held = LSN(max(0, row?.highWaterLSN ?? 0, row?.floorLSN ?? 0))
-            // What the store holds, and past it the most the writer can hold only in its WAL.
-            floorAbove = held + ServiceLayout.writerSpanAboveFloor
+        if let entry = entries.first(where: { $0.name == ServiceLayout.acceptorIDFileName }) {
+            guard entry.size <= 4096 else {
+                throw WALError(.invalidArgument, path: backup, operation: "restore", hint: "Its acceptor-id is \(entry.size) bytes, not an acceptor id: this is not a backup signalwal made.")
+            }
+            if let store {
+                let id = String(decoding: try Files.read(entry.source, at: entry.offset, count: entry.size), as: UTF8.self)
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+                guard let row = try Inspect.readProgress(store).first(where: { $0.source == ServiceLayout.progressAcceptorPrefix + id }) else {
+                    throw WALError(.notFound, path: store, operation: "restore",
+                                   hint: "The store holds no progress for acceptor \(id): it is not the store this acceptor's writer uses, or nothing from it was ever stored. Pass the right --store, or --new-identity.")
+                }
+                // Past what the store holds, the writer may hold more of this acceptor's LSNs
+                // only in its own WAL, and the acceptor may have handed out more still in its
+                // backlog: both are bounded by their *_WAL_MAX_BYTES, and a record takes at
+                // least 48 bytes, so 2^40 LSNs is beyond anything either can hold.
+                floorAbove = LSN(max(0, row.highWaterLSN ?? 0, row.floorLSN ?? 0)) + Self.floorMargin
+            }
         }
         guard entries.contains(where: { Format.segmentSequence(fromFileName: $0.name) != nil }) else {
             throw WALError(.notFound, path: backup, operation: "restore", hint: "This backup holds no segment files: check the path.")
@@ -103,8 +113,16 @@ struct Restore: ParsableCommand {
             let parts = text.split(separator: ":")
             return (uid_t(parts[0])!, gid_t(parts[1])!)
         }
-        // One file at a time: a backup can be far larger than memory.
-        for entry in entries {
+        // One file at a time: a backup can be far larger than memory. The identity file last,
+        // after the checkpoint with its floor: a restore cut short leaves no id, so the acceptor
+        // would start as a new one rather than reuse LSNs under the old.
+        let ordered = entries.filter { !ServiceLayout.identityFiles.contains($0.name) } + entries.filter { ServiceLayout.identityFiles.contains($0.name) }
+        var floorRaised = false
+        for entry in ordered {
+            if let floorAbove, !floorRaised, ServiceLayout.identityFiles.contains(entry.name) {
+                try raiseFloor(above: floorAbove, ownerIDs: ownerIDs)
+                floorRaised = true
+            }
             let path = directory + "/" + entry.name
             var bytes = try Files.read(entry.source, at: entry.offset, count: entry.size)
             // Segments are read up to the last non-zero byte, then zero-filled with real writes.
@@ -118,9 +136,6 @@ struct Restore: ParsableCommand {
             }
             try bytes.withUnsafeBytes { try Files.create(path, writing: [$0], size: size, mode: access.fileMode) }
             if let (uid, gid) = ownerIDs, chown(path, uid, gid) != 0 { throw Files.error("chown", path) }
-        }
-        if let floorAbove {
-            try raiseFloor(above: floorAbove, ownerIDs: ownerIDs)
         }
         if let (uid, gid) = ownerIDs, chown(directory, uid, gid) != 0 { throw Files.error("chown", directory) }
         try Files.syncDirectory(directory)
@@ -172,6 +187,9 @@ struct Restore: ParsableCommand {
         return entries
     }
 
+    /// How far past the store's high-water mark a restored acceptor's LSNs start (see run()).
+    static let floorMargin: LSN = 1 << 40
+
     /// The files a restore writes: segments, the checkpoint, the services' identity files.
     static func restores(_ name: String) -> Bool {
         Format.segmentSequence(fromFileName: name) != nil || name == Format.checkpointFileName || ServiceLayout.identityFiles.contains(name)
@@ -185,11 +203,15 @@ struct Restore: ParsableCommand {
         if Files.exists(path) {
             let bytes = try Files.readAll(path)
             if case .success(let existing) = bytes.withUnsafeBytes({ CheckpointRecord.decode($0) }) { record = existing }
-            guard unlink(path) == 0 else { throw Files.error("unlink", path) }
         }
         record.floor = max(record.floor, lsn + 1)
-        try record.encoded().withUnsafeBytes { try Files.create(path, writing: [$0], mode: access.fileMode) }
-        if let (uid, gid) = ownerIDs, chown(path, uid, gid) != 0 { throw Files.error("chown", path) }
-        print("the acceptor's next LSN will be at least \(record.floor): above every LSN the writer's store holds from it, plus the writer's span")
+        // A new file renamed over the old one: a failure leaves the old checkpoint whole.
+        let temporary = path + Format.temporarySuffix
+        unlink(temporary)
+        try record.encoded().withUnsafeBytes { try Files.create(temporary, writing: [$0], mode: access.fileMode) }
+        if let (uid, gid) = ownerIDs, chown(temporary, uid, gid) != 0 { throw Files.error("chown", temporary) }
+        guard rename(temporary, path) == 0 else { throw Files.error("rename", path) }
+        try Files.syncDirectory(directory)
+        print("the acceptor's next LSN will be at least \(record.floor): far above every LSN the writer's store holds from it")
     }
 }

@@ -64,6 +64,51 @@ final class ServiceTests: XCTestCase {
         }
     }
 
+    /// After a restore raised the LSN floor, the WAL reports a gap of 2^40 LSNs above the
+    /// backlog: it must stay a range (expanding it would need terabytes) and be passed once
+    /// the records before it are done; gaps mixed with records in random order too.
+    func testDoneTrackerKeepsGapsWholeAndPassesThemInOrder() {
+        let tracker = DoneTracker(checkpoint: 10)
+        let floor: LSNValue = 20 + (1 << 40)
+        tracker.markDone(21...(floor - 1))       // the gap, seen before the backlog is done
+        XCTAssertNil(tracker.takeAdvance())
+        tracker.markDone(Array(11...19))
+        XCTAssertEqual(tracker.takeAdvance(), 19, "LSN 20 is not done yet")
+        tracker.markDone([20])
+        XCTAssertEqual(tracker.takeAdvance(), floor - 1)
+        tracker.markDone([floor + 1])
+        XCTAssertNil(tracker.takeAdvance())
+        tracker.markDone([floor])
+        XCTAssertEqual(tracker.takeAdvance(), floor + 1)
+        for _ in 0..<200 {
+            let start = LSNValue.random(in: 0...1000)
+            let tracker = DoneTracker(checkpoint: start)
+            // Cut start+1...start+n into pieces: some single records, some gaps.
+            var pieces: [[LSNValue]] = [], gaps: [ClosedRange<LSNValue>] = []
+            var next = start + 1
+            for _ in 0..<Int.random(in: 1...40) {
+                let length = LSNValue.random(in: 1...20)
+                if Bool.random() { gaps.append(next...(next + length - 1)) } else { pieces.append(Array(next...(next + length - 1))) }
+                next += length
+            }
+            var work: [Either] = pieces.map { .records($0) } + gaps.map { .gap($0) }
+            work.shuffle()
+            var done = Set<LSNValue>()
+            var checkpoint = start
+            for item in work {
+                switch item {
+                case .records(let lsns): tracker.markDone(lsns); done.formUnion(lsns)
+                case .gap(let range): tracker.markDone(range); done.formUnion(range)
+                }
+                while done.contains(checkpoint + 1) { checkpoint += 1 }
+                if let advanced = tracker.takeAdvance() { XCTAssertEqual(advanced, checkpoint) }
+            }
+            XCTAssertEqual(checkpoint, next - 1)
+        }
+    }
+
+    enum Either { case records([LSNValue]), gap(ClosedRange<LSNValue>) }
+
     func testBackoffGrowsWithJitterAndStaysUnderItsCap() {
         for attempt in 1...40 {
             let d = Backoff.delay(attempt: attempt, max: .seconds(5))

@@ -429,6 +429,14 @@ extension CommandLineToolTests {
         refused = try tool(["restore", base + "/backup", base + "/refused", "--store", base + "/missing.sqlite"])
         XCTAssertEqual(refused.status, 2)
         XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/refused"))
+        // A store that never heard of this acceptor is the wrong one: refused, not a floor of 0.
+        let other = base + "/other.sqlite"
+        XCTAssertEqual(try tool([other, "CREATE TABLE ingest_progress (source TEXT PRIMARY KEY, writer_lsn INTEGER, floor_lsn INTEGER, high_water_lsn INTEGER, held_ranges TEXT, updated_at_unix_nano INTEGER NOT NULL);"],
+                                executable: "/usr/bin/sqlite3").status, 0)
+        refused = try tool(["restore", base + "/backup", base + "/refused", "--store", other])
+        XCTAssertEqual(refused.status, 2)
+        XCTAssertTrue(refused.stderr.contains("no progress for acceptor"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/refused"))
         // --new-identity: no id, so the acceptor makes a new one.
         let fresh = base + "/nested/missing/fresh"
         var run = try tool(["restore", base + "/backup.tar", fresh, "--new-identity"])
@@ -440,7 +448,7 @@ extension CommandLineToolTests {
             let run = try tool(["restore", backup, restored, "--owner", "1000:1000", "--access", "group", "--store", store])
             XCTAssertEqual(run.status, 0, run.stderr + run.text)
             XCTAssertEqual(try String(contentsOfFile: restored + "/acceptor-id", encoding: .utf8), id, backup)
-            let floor = LSN(5000) + (1 << 22) + 1
+            let floor = LSN(5000) + (1 << 40) + 1
             XCTAssertTrue(run.text.contains("next LSN will be at least \(floor)"), run.text)
             XCTAssertEqual(fileMode(restored).mode, 0o750)
             XCTAssertEqual(fileMode(restored).uid, 1000)

@@ -295,6 +295,47 @@ class TestAcceptorDeadLetterReplay(PipelineTestCase):
         self.assertEqual(self.logs_stored(), 2)
 
 
+class TestRestoredAcceptor(PipelineTestCase):
+    """An acceptor restored from a backup older than what it had forwarded: with --store its
+    new records get LSNs the writer has never seen, so none is dropped as a resend, and the
+    backup's backlog is stored once."""
+
+    def logs(self, prefix):
+        return self.writer.query("SELECT body FROM logs WHERE body LIKE ?", ("%" + prefix + "%",))
+
+    def post_logs(self, acceptor, prefix, count):
+        for i in range(count):
+            status, _, _ = post(acceptor.http + "/v1/logs", log_request(["%s-%d" % (prefix, i)]).SerializeToString())
+            self.assertEqual(status, 200)
+
+    def test_restore_with_the_store_loses_no_new_record_and_stores_the_backlog_once(self):
+        self.post_logs(self.acceptor, "before", 5)
+        self.assertTrue(self.writer.wait_for(lambda w: len(self.logs("before")) == 5), self.writer.read_log())
+        backup = os.path.join(self.tmp, "acceptor.tar")
+        out = subprocess.run([SIGNALWAL, "backup", self.acceptor.wal_dir, backup], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        # Forwarded after the backup: LSNs the restored WAL would hand out again without a floor.
+        self.post_logs(self.acceptor, "after", 5)
+        self.assertTrue(self.writer.wait_for(lambda w: len(self.logs("after")) == 5), self.writer.read_log())
+        self.assertEqual(self.acceptor.terminate(), 0)
+        restored = os.path.join(self.tmp, "restored-wal")
+        refused = subprocess.run([SIGNALWAL, "restore", backup, restored], capture_output=True, text=True, timeout=60)
+        self.assertEqual(refused.returncode, 2, refused.stdout + refused.stderr)
+        out = subprocess.run([SIGNALWAL, "restore", backup, restored, "--store", self.writer.db_path],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        again = Acceptor(restored, self.writer.port, **self.acceptor_env).start()
+        try:
+            self.post_logs(again, "new", 5)
+            self.assertTrue(self.writer.wait_for(lambda w: len(self.logs("new")) == 5, timeout=30),
+                            "records acknowledged by the restored acceptor never reached the store\n" + self.writer.read_log()[-2000:])
+            time.sleep(1)
+            self.assertEqual(len(self.logs("before")), 5, "the backup's backlog was stored once")
+            self.assertEqual(len(self.logs("after")), 5)
+        finally:
+            again.kill()
+
+
 class Load:
     """Clients under load: the SDK's span exporters over HTTP and gRPC (with their own retries,
     so a resent export can carry spans already stored), and raw OTLP/HTTP log posts that are

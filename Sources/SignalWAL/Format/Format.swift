@@ -101,7 +101,7 @@ public enum Format {
     public static let quarantineDirectoryName = "quarantine"
     static let segmentPrefix = "segment-"
     static let segmentSuffix = ".wal"
-    static let temporarySuffix = ".tmp"
+    public static let temporarySuffix = ".tmp"
 
     /// `segment-000042.wal`: at least six digits, more when the sequence needs them.
     public static func segmentFileName(_ sequence: UInt64) -> String {

@@ -15,16 +15,23 @@ final class OpenFile: Sendable {
         self.path = path
     }
 
-    /// Opens `path`; `create` adds `O_CREAT`, and sets the file's permission bits to `mode`
-    /// (``FileAccess``); `exclusive` adds `O_EXCL`.
+    /// Opens `path`; `create` adds `O_CREAT`, and a file this call creates gets exactly the
+    /// permission bits `mode` (``FileAccess``; the umask would strip group bits an operator
+    /// asked for), while an existing one keeps its mode; `exclusive` adds `O_EXCL`.
     static func open(_ path: String, writable: Bool, create: Bool = false, exclusive: Bool = false,
                      direct: Bool = false, mode: mode_t = FileAccess.owner.fileMode) throws -> OpenFile {
+        if create && !exclusive {
+            // Created or opened: try creating first, so only a new file's mode is set.
+            do {
+                return try open(path, writable: writable, create: true, exclusive: true, direct: direct, mode: mode)
+            } catch let error as WALError where error.errno == EEXIST {
+                return try open(path, writable: writable, direct: direct)
+            }
+        }
         var flags = writable ? O_RDWR : O_RDONLY
         if create { flags |= O_CREAT }
         if exclusive { flags |= O_EXCL }
         let fd = try Syscall.run(.open, path: path) { Int(sw_open(path, flags, direct ? 1 : 0, mode)) }
-        // Exactly `mode`: the umask would strip group bits an operator asked for. Best effort:
-        // a file another user owns (a restore done as root) keeps its mode, and still opens.
         if create { _ = fchmod(Int32(fd), mode) }
         return OpenFile(fd: Int32(fd), path: path)
     }
