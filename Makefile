@@ -21,7 +21,7 @@ deps:
 	      echo "the build needs$$missing: run  sudo apt-get install -y$$missing  then try again"; exit 1; \
 	    fi; \
 	  fi
-	@command -v swift >/dev/null || { echo "SignalWAL needs Swift 6.1 or newer on PATH (https://swift.org/install)"; exit 1; }
+	@command -v swift >/dev/null || { echo "SignalWAL needs Swift 6.2 or newer on PATH (https://swift.org/install)"; exit 1; }
 
 build: deps
 	swift build

@@ -43,7 +43,14 @@ public final class LogFile: Sendable {
     public let path: String
 
     init(path: String, mode: mode_t) throws {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode)
+        // A new file gets exactly `mode` (the umask may strip group bits); an existing one keeps
+        // its own.
+        var fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        if fd >= 0 {
+            _ = fchmod(fd, mode)
+        } else if errno == EEXIST {
+            fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+        }
         guard fd >= 0 else {
             let cause = String(cString: strerror(errno))
             throw ServiceStartError("SIGNALDB_LOG_FILE=\(path) cannot be opened for appending: \(cause). Create its directory, writable by the service user (uid \(getuid())), or unset SIGNALDB_LOG_FILE to log to stdout only")

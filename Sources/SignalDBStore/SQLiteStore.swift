@@ -31,7 +31,12 @@ public final class SQLiteStore: Store {
             let dfd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             if dfd >= 0 { _ = fsync(dfd); Glibc.close(dfd) }
         }
-        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, fileMode)
+        var fd = open(lockPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, fileMode)
+        if fd >= 0 {
+            _ = fchmod(fd, fileMode)
+        } else if errno == EEXIST {
+            fd = open(lockPath, O_RDWR | O_CLOEXEC)
+        }
         guard fd >= 0 else {
             throw StoreError("cannot open \(lockPath): \(String(cString: strerror(errno))). Check that the store's directory exists and is writable by the service user")
         }

@@ -269,8 +269,9 @@ class Acceptor(ServiceProcess):
         return "127.0.0.1:%d" % self.grpc_port
 
     def ready_ports(self):
-        # The gRPC listener binds beside HTTP; make sure it is up too.
-        return [self.grpc_port]
+        # Readiness goes true a moment before the OTLP listeners have bound (docs/ACCEPTOR.md):
+        # wait for both, or a first post can be refused.
+        return [self.http_port, self.grpc_port]
 
 
 class Writer(ServiceProcess):
