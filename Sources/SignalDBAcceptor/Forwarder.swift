@@ -152,9 +152,16 @@ final class Forwarder: Service {
         if case .skipped(let missing) = batch {
             // Only the LSNs recovery reported lost are lost; the rest of a gap was never handed
             // out (the LSN floor: raised by a restore, or by recovery past what it could not keep).
-            let lost = wal.recoveryReport.damage.compactMap(\.lostLSNs).reduce(UInt64(0)) { total, range in
+            // Crash leftovers were never acknowledged; overlapping entries count once.
+            let overlaps = wal.recoveryReport.damage.filter { !$0.isCrashLeftover }.compactMap(\.lostLSNs).compactMap { range -> ClosedRange<LSN>? in
                 let low = max(range.lowerBound, missing.lowerBound), high = min(range.upperBound, missing.upperBound)
-                return total + (low <= high ? high - low + 1 : 0)
+                return low <= high ? low...high : nil
+            }.sorted { $0.lowerBound < $1.lowerBound }
+            var lost: UInt64 = 0, covered: LSN = 0  // up to `covered`, counted
+            for range in overlaps where range.upperBound > covered || covered == 0 {
+                let low = covered == 0 ? range.lowerBound : max(range.lowerBound, covered + 1)
+                if low <= range.upperBound { lost += range.upperBound - low + 1 }
+                covered = max(covered, range.upperBound)
             }
             if lost > 0 {
                 logger.error("WAL records are missing (lost to damage that recovery reported); stepping over them",

@@ -205,6 +205,9 @@ struct Restore: ParsableCommand {
             if case .success(let existing) = bytes.withUnsafeBytes({ CheckpointRecord.decode($0) }) { record = existing }
         }
         record.floor = max(record.floor, lsn + 1)
+        // Nothing between the backup's last record and the floor was handed out by this copy:
+        // recovery reads the jump as that, not as lost records.
+        record.floorGapUnissued = true
         // A new file renamed over the old one: a failure leaves the old checkpoint whole.
         let temporary = path + Format.temporarySuffix
         unlink(temporary)

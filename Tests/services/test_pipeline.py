@@ -332,6 +332,16 @@ class TestRestoredAcceptor(PipelineTestCase):
             time.sleep(1)
             self.assertEqual(len(self.logs("before")), 5, "the backup's backlog was stored once")
             self.assertEqual(len(self.logs("after")), 5)
+            # A restart finds the jump to the restore's floor is no damage (nothing was handed
+            # out in between), and nothing is sent twice.
+            self.assertEqual(again.terminate(), 0)
+            again.start()
+            self.assertEqual(again.metric_sum("signalwal_recovery_damaged_ranges"), 0, again.read_log()[-2000:])
+            self.assertEqual(again.metric_sum("signalwal_recovery_lost_records"), 0)
+            self.assertNotIn("found damage", again.read_log())
+            self.post_logs(again, "later", 2)
+            self.assertTrue(self.writer.wait_for(lambda w: len(self.logs("later")) == 2, timeout=30), self.writer.read_log()[-2000:])
+            self.assertEqual(len(self.logs("new")), 5)
         finally:
             again.kill()
 

@@ -307,10 +307,17 @@ public struct CheckpointRecord: Sendable, Equatable {
     /// not keep (a newest segment with an unusable header, garbage over the last records), so
     /// they are never handed out again, even after the evidence is quarantined.
     public var floor: UInt64
+    /// The LSNs between the last record below the floor and the floor were never handed out:
+    /// the floor was raised by `signalwal restore` (so a restored acceptor starts above every
+    /// LSN its writer holds), not by recovery over lost records. Recovery then reads a jump
+    /// from the last record to one at the floor as that, not as damage. Bit 0 of the word at
+    /// offset 12 (zero before; older readers ignore it).
+    public var floorGapUnissued: Bool
 
-    public init(lsn: UInt64, floor: UInt64 = 0) {
+    public init(lsn: UInt64, floor: UInt64 = 0, floorGapUnissued: Bool = false) {
         self.lsn = lsn
         self.floor = floor
+        self.floorGapUnissued = floorGapUnissued
     }
 
     public func encoded() -> [UInt8] {
@@ -318,6 +325,7 @@ public struct CheckpointRecord: Sendable, Equatable {
         bytes.withUnsafeMutableBytes { raw in
             raw.storeBytes(of: Format.checkpointMagic.littleEndian, toByteOffset: 0, as: UInt64.self)
             raw.storeBytes(of: Format.checkpointVersion.littleEndian, toByteOffset: 8, as: UInt32.self)
+            raw.storeBytes(of: UInt32(floorGapUnissued ? 1 : 0).littleEndian, toByteOffset: 12, as: UInt32.self)
             raw.storeBytes(of: lsn.littleEndian, toByteOffset: 16, as: UInt64.self)
             raw.storeBytes(of: floor.littleEndian, toByteOffset: 24, as: UInt64.self)
             let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<32]))
@@ -339,6 +347,7 @@ public struct CheckpointRecord: Sendable, Equatable {
         }
         let lsn = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
         let floor = covered == 32 ? UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)) : 0
-        return .success(CheckpointRecord(lsn: lsn, floor: floor))
+        let flags = covered == 32 ? UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self)) : 0
+        return .success(CheckpointRecord(lsn: lsn, floor: floor, floorGapUnissued: flags & 1 != 0))
     }
 }

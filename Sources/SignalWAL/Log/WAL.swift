@@ -33,6 +33,8 @@ public final class WAL: Sendable {
         /// The LSN floor recovery stored (see ``CheckpointRecord/floor``), kept in every
         /// checkpoint written after.
         var lsnFloor: LSN = 0
+        /// Whether that floor's gap was never handed out (``CheckpointRecord/floorGapUnissued``).
+        var floorGapUnissued = false
         /// What ``Configuration/maxLiveBytes`` bounds.
         var liveBytes: Int { segments.reduce(0) { $0 + $1.size } }
     }
@@ -92,7 +94,8 @@ public final class WAL: Sendable {
         // when that holds no record yet (then nothing of it is visible).
         let start = LogEnd(lsn: recovered.nextLSN - 1, segment: activeInfo?.sequence ?? 0,
                            offset: activeInfo?.endOffset ?? Format.segmentHeaderBlock, stream: UInt64(offset))
-        catalog = ConditionLock(Catalog(segments: recovered.segments, checkpoint: recovered.checkpointLSN, lsnFloor: recovered.lsnFloor))
+        catalog = ConditionLock(Catalog(segments: recovered.segments, checkpoint: recovered.checkpointLSN, lsnFloor: recovered.lsnFloor,
+                                        floorGapUnissued: recovered.floorGapUnissued))
         self.direct = direct
         metrics = WALMetrics(directory: directory, extraDimensions: configuration.metricDimensions, factory: configuration.metricsFactory)
         committer = GroupCommitter(start: start, policy: configuration.durability, directory: directory,
@@ -699,7 +702,8 @@ public final class WAL: Sendable {
         let effective = try checkpointGate.withLock { _ -> LSN in
             let current = checkpointLSN
             guard lsn > current else { return current }
-            try CheckpointFile.store(lsn, floor: catalog.withLock { $0.lsnFloor }, directory: directory, access: configuration.fileAccess)
+            let (floor, unissued) = catalog.withLock { ($0.lsnFloor, $0.floorGapUnissued) }
+            try CheckpointFile.store(lsn, floor: floor, floorGapUnissued: unissued, directory: directory, access: configuration.fileAccess)
             let freed = catalog.withLock { catalog -> [String] in
                 catalog.checkpoint = lsn
                 var count = 0

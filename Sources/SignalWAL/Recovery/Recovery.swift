@@ -25,6 +25,7 @@ struct RecoveredState {
     var checkpointLSN: LSN
     /// Carried into every later checkpoint file.
     var lsnFloor: LSN
+    var floorGapUnissued = false
     /// Segments with records, oldest first; the last one is the active segment.
     var segments: [SegmentInfo]
     /// The active segment, mapped writable, when there is one.
@@ -117,6 +118,7 @@ struct Recovery {
         case .found(let record):
             plan.checkpointLSN = record.lsn
             plan.storedFloor = record.floor
+            plan.storedFloorGapUnissued = record.floorGapUnissued
         case .missing:
             if !data.isEmpty {
                 plan.report.checkpointProblem = "missing"
@@ -243,12 +245,21 @@ struct Recovery {
             }
             var unreadable = image.unreadable
             var scanner = SegmentScanner(bytes: bytes, epoch: header.epoch, maxPayload: Format.largestPayload(segmentSize: entry.examined.size),
-                                         previousLSN: lastLSN, firstLSN: header.firstLSN)
+                                         previousLSN: lastLSN, firstLSN: header.firstLSN,
+                                         unissuedFloor: plan.storedFloorGapUnissued ? plan.storedFloor : 0)
             if expected == nil, header.firstLSN > 0 { expected = header.firstLSN }
             while let event = scanner.next() {
                 switch event {
                 case .record(let offset, let record):
-                    if let want = expected, record.lsn > want {
+                    // A jump to or past an unissued floor: only LSNs from the floor up to this
+                    // record were ever handed out, so only they can be lost.
+                    var want = expected
+                    let floor = plan.storedFloor
+                    if plan.storedFloorGapUnissued, let w = want, w < floor, record.lsn >= floor { want = floor }
+                    if let want, record.lsn == want, want != expected, let damage = pending {
+                        // Junk between the last record and the first at the floor lost nothing.
+                        logDamage(plan.report.damage[damage])
+                    } else if let want = want, record.lsn > want {
                         let lost = want...(record.lsn - 1)
                         if let damage = pending {
                             plan.report.damage[damage].lostLSNs = lost
@@ -478,7 +489,8 @@ struct Recovery {
         var floorStored = true
         if let floor = plan.newFloor {
             do {
-                try CheckpointFile.store(plan.checkpointLSN, floor: floor, directory: directory, access: configuration.fileAccess)
+                // A floor over lost records: LSNs below it may have been handed out.
+                try CheckpointFile.store(plan.checkpointLSN, floor: floor, floorGapUnissued: false, directory: directory, access: configuration.fileAccess)
             } catch {
                 // Not fatal (a WAL that cannot open helps nobody): this run still starts above
                 // the floor, and the evidence is left in place (below) so the next open finds
@@ -541,7 +553,9 @@ struct Recovery {
         if resumable, let last = plan.live.last, let header = plan.activeHeader {
             active = try Segment.open(path: last.path, header: header, writable: true)
         }
-        return RecoveredState(checkpointLSN: plan.checkpointLSN, lsnFloor: max(plan.storedFloor, plan.newFloor ?? 0), segments: plan.live, active: active, reusable: reusable,
+        return RecoveredState(checkpointLSN: plan.checkpointLSN, lsnFloor: max(plan.storedFloor, plan.newFloor ?? 0),
+                              floorGapUnissued: plan.newFloor == nil && plan.storedFloorGapUnissued,
+                              segments: plan.live, active: active, reusable: reusable,
                               nextSequence: plan.nextSequence, nextLSN: plan.nextLSN, report: report)
     }
 

@@ -101,6 +101,8 @@ public struct RecoveryPlan: Sendable {
     public internal(set) var checkpointLSN: LSN = 0
     /// The LSN floor the checkpoint file holds.
     public internal(set) var storedFloor: LSN = 0
+    /// Whether the stored floor's gap was never handed out (``CheckpointRecord/floorGapUnissued``).
+    public internal(set) var storedFloorGapUnissued = false
     /// A higher floor to store before the tail is rewritten (damage destroyed records whose
     /// LSNs may have been acknowledged), or nil.
     public internal(set) var newFloor: LSN?

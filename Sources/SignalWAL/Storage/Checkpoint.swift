@@ -38,14 +38,14 @@ enum CheckpointFile {
         }
     }
 
-    static func store(_ lsn: UInt64, floor: UInt64 = 0, directory: String, access: FileAccess = .owner) throws {
+    static func store(_ lsn: UInt64, floor: UInt64 = 0, floorGapUnissued: Bool = false, directory: String, access: FileAccess = .owner) throws {
         let path = directory + "/" + Format.checkpointFileName
         let standby = directory + "/" + standbyName
         let created = !FileSystem.kind(of: standby).exists
         let file = try OpenFile.open(standby, writable: true, create: true, mode: access.fileMode)
         do {
             // Same size every time: the write lands in blocks the file already has.
-            try file.write(CheckpointRecord(lsn: lsn, floor: floor).encoded(), at: 0)
+            try file.write(CheckpointRecord(lsn: lsn, floor: floor, floorGapUnissued: floorGapUnissued).encoded(), at: 0)
             try file.sync()
             try file.close()
         } catch {

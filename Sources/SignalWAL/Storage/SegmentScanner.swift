@@ -28,6 +28,8 @@ struct SegmentScanner {
     let resynchronize: Bool
     /// The segment header's first LSN (0 when unknown), for the plausibility filter.
     let firstLSN: UInt64
+    /// A floor the LSNs jump to without loss (``CheckpointRecord/floorGapUnissued``), or 0.
+    let unissuedFloor: UInt64
     private(set) var offset: Int
     private(set) var lastLSN: UInt64
     /// Where and at which LSN the last record of this segment was found, for the filter.
@@ -39,7 +41,8 @@ struct SegmentScanner {
     static let resyncBudgetFactor = 8
 
     init(bytes: UnsafeRawBufferPointer, epoch: UInt64, maxPayload: Int, start: Int = Format.segmentHeaderBlock,
-         limit: Int? = nil, previousLSN: UInt64 = 0, resynchronize: Bool = true, firstLSN: UInt64 = 0) {
+         limit: Int? = nil, previousLSN: UInt64 = 0, resynchronize: Bool = true, firstLSN: UInt64 = 0, unissuedFloor: UInt64 = 0) {
+        self.unissuedFloor = unissuedFloor
         self.bytes = bytes
         self.epoch = epoch
         self.maxPayload = maxPayload
@@ -57,7 +60,12 @@ struct SegmentScanner {
     private func plausible(_ header: RecordHeader, at position: Int) -> Bool {
         guard header.lsn > lastLSN, Int(header.length) <= limit - position - Format.recordHeaderSize else { return false }
         guard let anchor else { return true }
-        return header.lsn > anchor.lsn && header.lsn - anchor.lsn <= UInt64((position - anchor.offset) / Format.recordHeaderSize + 1)
+        let slots = UInt64((position - anchor.offset) / Format.recordHeaderSize + 1)
+        // Past an unissued floor (a restore's), LSNs went on from the floor, not the anchor.
+        if unissuedFloor > 0, anchor.lsn < unissuedFloor, header.lsn >= unissuedFloor {
+            return header.lsn - (unissuedFloor - 1) <= slots
+        }
+        return header.lsn > anchor.lsn && header.lsn - anchor.lsn <= slots
     }
 
     /// Whether the slot at `at` holds a valid record following `after`.
