@@ -53,12 +53,12 @@ public enum AcceptorDeadLetterCommands {
         let walDirectory = settings.walDirectory
         let folder = walDirectory + "/" + ServiceLayout.deadLetterFolder
         let markerPath = markerPath(walDirectory)
-        let marker = FileManager.default.contents(atPath: markerPath).flatMap { try? JSONDecoder().decode(Marker.self, from: $0) }
+        var marker = FileManager.default.contents(atPath: markerPath).flatMap { try? JSONDecoder().decode(Marker.self, from: $0) }
         if FileManager.default.fileExists(atPath: markerPath) && marker == nil {
             print("\(markerPath) cannot be read: check it by hand (it names the letter being replayed), remove it, then replay again")
             return 1
         }
-        let all = DeadLetters.letters(in: folder)
+        var all = DeadLetters.letters(in: folder)
         guard !all.isEmpty || marker != nil else {
             print("no dead letters in \(folder)")
             return 0
@@ -76,6 +76,15 @@ public enum AcceptorDeadLetterCommands {
                 return 1
             }
             throw error
+        }
+        // Again, now that the lock is held: another replay may have written its marker, or
+        // moved letters, between the first look and the open.
+        marker = FileManager.default.contents(atPath: markerPath).flatMap { try? JSONDecoder().decode(Marker.self, from: $0) }
+        all = DeadLetters.letters(in: folder)
+        if FileManager.default.fileExists(atPath: markerPath) && marker == nil {
+            try await wal.close()
+            print("\(markerPath) cannot be read: check it by hand (it names the letter being replayed), remove it, then replay again")
+            return 1
         }
         let access = settings.common.fileAccess
         let done = folder + "/" + ServiceLayout.replayedFolder

@@ -99,8 +99,18 @@ struct Restore: ParsableCommand {
                     throw WALError(.locked(pid: pid), path: directory + "/" + Format.lockFileName, operation: "restore",
                                    hint: "Process \(pid) has this WAL open (PID \(pid)): stop it before restoring over it.")
                 }
-                for name in present where Format.segmentSequence(fromFileName: name) != nil || name.hasPrefix(Format.checkpointFileName)
-                    || ServiceLayout.identityFiles.contains(name) {
+                let marker = directory + "/" + ServiceLayout.deadLetterFolder + "/" + ServiceLayout.replayMarkerFileName
+                guard !Files.exists(marker) else {
+                    throw WALError(.invalidArgument, path: marker, operation: "restore",
+                                   hint: "A dead-letter replay into this WAL was interrupted: finish it (signaldb-acceptor dead-letters replay) or remove the marker, then restore.")
+                }
+                // The identity first: a forced restore cut short must not leave the old id beside
+                // segments without the checkpoint (and floor) that went with them.
+                for name in present where ServiceLayout.identityFiles.contains(name) {
+                    guard unlink(directory + "/" + name) == 0 else { throw Files.error("unlink", directory + "/" + name) }
+                }
+                try Files.syncDirectory(directory)
+                for name in present where Format.segmentSequence(fromFileName: name) != nil || name.hasPrefix(Format.checkpointFileName) {
                     guard unlink(directory + "/" + name) == 0 else { throw Files.error("unlink", directory + "/" + name) }
                 }
                 Files.removeTree(directory + "/" + Format.quarantineDirectoryName)
