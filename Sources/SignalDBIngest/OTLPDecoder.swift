@@ -57,6 +57,7 @@ public enum OTLPDecoder {
     }
 
     static func parse<M: SwiftProtobuf.Message>(_ type: M.Type, _ body: [UInt8], _ encoding: Envelope.Encoding) throws(IngestError) -> M {
+        if encoding == .json { try JSONHexIDs.check(body) }
         do {
             switch encoding {
             case .protobuf: return try M(serializedBytes: body, options: binaryOptions)

@@ -61,6 +61,32 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// swift-protobuf's base64 decoder skips spaces, so before JSONHexIDs an id with a space
+    /// anywhere in it decoded to the id without the space (answered 200). Every id member, by its
+    /// JSON or proto name, in every signal, with whitespace at a random place, is refused; text
+    /// that only looks like an id member inside a string value or key is left alone.
+    func testHexIDsWithWhitespaceAnywhereAreInvalid() throws {
+        let members: [(name: String, length: Int, signal: Signal, wrap: (String) -> String)] = [
+            ("traceId", 16, .traces, { #"{"resourceSpans":[{"scopeSpans":[{"spans":[{\#($0),"name":"n"}]}]}]}"# }),
+            ("span_id", 8, .traces, { #"{"resourceSpans":[{"scopeSpans":[{"spans":[{\#($0),"name":"n"}]}]}]}"# }),
+            ("parentSpanId", 8, .traces, { #"{"resourceSpans":[{"scopeSpans":[{"spans":[{\#($0),"name":"n"}]}]}]}"# }),
+            ("spanId", 8, .logs, { #"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{\#($0)}]}]}]}"# }),
+            ("traceId", 16, .metrics, { #"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","gauge":{"dataPoints":[{"asDouble":1,"exemplars":[{"asDouble":1,\#($0)}]}]}}]}]}]}"# }),
+        ]
+        for _ in 0..<300 {
+            let m = members.randomElement()!
+            var digits = Array(hex(randomID(m.length)))
+            digits.insert([" ", " ", "\t", "\n"].randomElement()!, at: Int.random(in: 0...digits.count))
+            let doc = m.wrap("\"\(m.name)\" : \"\(String(digits))\"")
+            XCTAssertThrowsError(try OTLPDecoder.decode(Array(doc.utf8), signal: m.signal, encoding: .json), doc) { error in
+                XCTAssertEqual((error as! IngestError).httpStatus, 400)
+            }
+        }
+        let lookalike = #"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"n","#
+            + #""attributes":[{"key":"spanId","value":{"stringValue":" not hex \"spanId\": \" ab\""}},{"key":"x\"spanId","value":{"stringValue":" ab"}}]}]}]}]}"#
+        XCTAssertEqual(try OTLPDecoder.decode(Array(lookalike.utf8), signal: .traces, encoding: .json).acceptedItems, 1)
+    }
+
     func testUnknownFieldsEnumNamesAndStringInt64s() throws {
         let doc = """
         {"resourceSpans":[{"newThing":1,"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708",
