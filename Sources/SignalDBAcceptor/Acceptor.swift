@@ -119,13 +119,13 @@ public enum Acceptor {
         // and the gRPC client; the WAL closes, then the admin listener stops.
         var groupConfiguration = ServiceGroupConfiguration(
             services: [
-                .init(service: background),
-                .init(service: adminWatch),
-                .init(service: GRPCClientService(grpcClient)),
-                .init(service: forwarder),
-                .init(service: GRPCServerService(grpcServer)),
-                .init(service: http),
-                .init(service: ReadinessService(health: health, drainDelay: settings.drainDelay)),
+                .drainingOnFailure(background),
+                .drainingOnFailure(adminWatch),
+                .drainingOnFailure(GRPCClientService(grpcClient)),
+                .drainingOnFailure(forwarder),
+                .drainingOnFailure(GRPCServerService(grpcServer)),
+                .drainingOnFailure(http),
+                .drainingOnFailure(ReadinessService(health: health, drainDelay: settings.drainDelay)),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)

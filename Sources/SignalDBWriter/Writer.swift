@@ -116,10 +116,10 @@ public enum Writer {
         // then the committer stores everything the WAL holds.
         var groupConfiguration = ServiceGroupConfiguration(
             services: [
-                .init(service: adminWatch),
-                .init(service: committer),
-                .init(service: GRPCServerService(server)),
-                .init(service: ReadinessService(health: health, drainDelay: .zero)),
+                .drainingOnFailure(adminWatch),
+                .drainingOnFailure(committer),
+                .drainingOnFailure(GRPCServerService(server)),
+                .drainingOnFailure(ReadinessService(health: health, drainDelay: .zero)),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
