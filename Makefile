@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: crash-test power-cut-test soak fuzz fuzz-merge fuzz-ingest run demo engine-demo run-acceptor test test-plain test-services test-deploy service-venvs sanitize bench deps build clean
+.PHONY: crash-test power-cut-test soak soak-services soak-services-sanitized fuzz fuzz-merge fuzz-ingest run demo engine-demo run-acceptor test test-plain test-services test-deploy service-venvs sanitize bench deps build clean
 
 # Installs the C libraries the build links when one is missing: liburing-dev (io_uring, the
 # engine), zlib1g-dev (the acceptor's gzip bodies) and libsqlite3-dev (the writer's store); with
@@ -73,8 +73,10 @@ VENV := .venv-services
 JSON_VENV := .venv-json
 OTEL_VERSION := 1.45.2
 # test_operations starts Debian's prometheus (2.42) against both services; test_docs runs the
-# commands of docs/operations/wal-persistence.md against a live pipeline.
-SERVICE_TESTS ?= test_acceptor test_pipeline test_operations test_docs
+# commands of docs/operations/wal-persistence.md against a live pipeline; test_soak and
+# test_badinput run the pipeline's faults and the HTTP fuzzer at their reduced sizes (the long
+# runs are `make soak-services`).
+SERVICE_TESTS ?= test_acceptor test_pipeline test_operations test_docs test_soak test_badinput
 service-venvs:
 	@command -v protoc >/dev/null || { if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler; else echo "the service tests need protoc: sudo apt-get install -y protobuf-compiler"; exit 1; fi; }
 	@command -v prometheus >/dev/null || { if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; else echo "the service tests need prometheus and promtool: sudo apt-get install -y prometheus"; exit 1; fi; }
@@ -86,6 +88,29 @@ test-services: deps service-venvs
 	swift build --product signaldb-writer
 	swift build --product signalwal
 	cd Tests/services && SIGNALDB_JSON_PYTHON=$(CURDIR)/$(JSON_VENV)/bin/python ../../$(VENV)/bin/python -m unittest -v $(SERVICE_TESTS)
+
+# The pipeline's long runs behind docs/RELIABILITY.md, section 9: 200 kill -9 cycles, 50 power
+# cuts, a 3-minute writer outage, 5 full-disk rounds under each WAL, 20 SIGTERMs, and
+# SOAK_FUZZ_SECONDS of the HTTP fuzzer (test_soak.py and test_badinput.py say how to set each
+# count). Needs root for the mounts. SOAK_BUILD=release runs them against a release build.
+SOAK_FUZZ_SECONDS ?= 300
+SOAK_BUILD ?= debug
+soak-services: deps service-venvs
+	swift build -c $(SOAK_BUILD) --product signaldb-acceptor
+	swift build -c $(SOAK_BUILD) --product signaldb-writer
+	swift build -c $(SOAK_BUILD) --product signalwal
+	cd Tests/services && SIGNALDB_SOAK=1 SIGNALDB_SOAK_SECONDS=$(SOAK_FUZZ_SECONDS) SIGNALDB_BUILD=$(CURDIR)/.build/$(SOAK_BUILD) \
+	  ../../$(VENV)/bin/python -m unittest -v test_soak test_badinput
+
+# The same scenarios at their reduced sizes against the services built with a sanitizer
+# (SANITIZER=thread or address), in their own build folder. Outside `make test`: each
+# sanitizer build of Hummingbird, gRPC and BoringSSL costs more of the CI budget than is left.
+# A sanitizer report makes the test fail (halt_on_error; test_soak also reads the logs).
+SANITIZER ?= thread
+soak-services-sanitized: deps service-venvs
+	for p in signaldb-acceptor signaldb-writer signalwal; do swift build --sanitize=$(SANITIZER) --scratch-path .build-$(SANITIZER)-services --product $$p || exit 1; done
+	cd Tests/services && SIGNALWAL_REDUCED=1 SIGNALDB_BUILD=$(CURDIR)/.build-$(SANITIZER)-services/debug \
+	  TSAN_OPTIONS=halt_on_error=1 ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 ../../$(VENV)/bin/python -m unittest -v test_soak test_badinput
 
 # The deployment files (deploy/: Dockerfile, compose, Kubernetes, Prometheus config and
 # alerts), validated since no Docker engine or cluster runs here: yamllint, the compose spec's
