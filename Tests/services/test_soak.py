@@ -16,6 +16,7 @@ The power cuts, the read-only store and the full disks need root (loop-mounted e
 Run: make test-services SERVICE_TESTS=test_soak (or python -m unittest -v test_soak from this
 folder, with SIGNALDB_BUILD pointing at a build holding both services and signalwal)."""
 import fcntl
+import glob
 import os
 import random
 import shutil
@@ -27,6 +28,8 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -36,7 +39,29 @@ from test_acceptor import span_request, spans_of
 from test_pipeline import Load
 
 SOAK = os.environ.get("SIGNALDB_SOAK") == "1"
-IS_ROOT = os.geteuid() == 0
+
+
+def mount_problem():
+    """Why this machine cannot run the mounting tests (None when it can): root alone is not
+    enough in an unprivileged container, so try a tmpfs and look for loop devices and tools."""
+    if os.geteuid() != 0:
+        return "needs root"
+    probe = tempfile.mkdtemp(prefix="soak-probe-")
+    try:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", probe], capture_output=True).returncode != 0:
+            return "cannot mount a tmpfs here"
+        subprocess.run(["umount", probe], capture_output=True)
+    finally:
+        os.rmdir(probe)
+    if not os.path.exists("/dev/loop-control") and not glob.glob("/dev/loop[0-9]*"):
+        return "no loop devices"
+    for tool in ("/sbin/mkfs.ext4", shutil.which("chattr") or "/nonexistent/chattr"):
+        if not os.path.exists(tool):
+            return "%s is missing (e2fsprogs)" % tool
+    return None
+
+
+MOUNT_PROBLEM = mount_problem()
 
 
 def count(name, soak, reduced):
@@ -101,7 +126,7 @@ class LoopExt4:
         self.mount()
 
     def destroy(self):
-        subprocess.run(["umount", "-l", self.mountpoint], capture_output=True)
+        unmount(self.mountpoint)
         try:
             os.unlink(self.image)
         except OSError:
@@ -120,7 +145,26 @@ class Tmpfs:
         run("mount", "-o", "remount," + options, self.mountpoint)
 
     def destroy(self):
-        subprocess.run(["umount", "-l", self.mountpoint], capture_output=True)
+        unmount(self.mountpoint)
+
+
+def unmount(mountpoint):
+    """A plain umount (which also frees a loop device), retried while the last process lets go;
+    lazily only if it stays busy, so a leak is at least not a mount left in the tree."""
+    for _ in range(50):
+        if subprocess.run(["umount", mountpoint], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    subprocess.run(["umount", "-l", mountpoint], capture_output=True)
+
+
+def readyz_status(process):
+    """The admin listener's /readyz status (a timeout is an error, not 'not ready')."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % process.admin_port, timeout=15) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 class SoakCase(unittest.TestCase):
@@ -130,8 +174,10 @@ class SoakCase(unittest.TestCase):
     acceptor_env = {}
 
     def setUp(self):
+        # Cleanups, not tearDown: they also run when setUp fails halfway, last registered first
+        # (the processes, then the mounts, then the scratch directory).
         self.tmp = tempfile.mkdtemp(prefix="soak-test-")
-        self.mounts = []
+        self.addCleanup(self.remove_scratch)
         self.prepare()
         self.writer = Writer(self.writer_dir(), **self.writer_env)
         self.acceptor = Acceptor(self.acceptor_wal_dir(), self.writer.port, **self.acceptor_env)
@@ -139,11 +185,17 @@ class SoakCase(unittest.TestCase):
         self.writer.log_path = os.path.join(self.tmp, "writer.log")
         self.acceptor.log_path = os.path.join(self.tmp, "acceptor.log")
         self.recovery = {"writer": [], "acceptor": []}
+        self.addCleanup(self.writer.kill)
         self.writer.start()
+        self.addCleanup(self.acceptor.kill)
         self.acceptor.start()
 
     def prepare(self):
-        """Mounts, before the services start."""
+        """Mounts, before the services start (each through `mounted`)."""
+
+    def mounted(self, mount):
+        self.addCleanup(mount.destroy)
+        return mount
 
     def writer_dir(self):
         return os.path.join(self.tmp, "writer")
@@ -151,15 +203,16 @@ class SoakCase(unittest.TestCase):
     def acceptor_wal_dir(self):
         return os.path.join(self.tmp, "acceptor-wal")
 
-    def tearDown(self):
-        self.acceptor.kill()
-        self.writer.kill()
-        for m in reversed(self.mounts):
-            m.destroy()
+    def remove_scratch(self):
         if os.environ.get("SIGNALDB_KEEP_TEST_DIRS"):
             print("kept", self.tmp)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def assert_alive(self, *services):
+        for name in services:
+            process = getattr(self, name)
+            self.assertIsNone(process.proc.poll(), "%s exited on its own (%s):\n%s" % (name, process.proc.returncode, process.read_log()))
 
     def restart(self, service):
         """Starts a stopped service and records how long it took to be ready (recovery)."""
@@ -176,8 +229,12 @@ class SoakCase(unittest.TestCase):
                     name, statistics.median(times), max(times), len(times)))
         return "; ".join(parts)
 
-    def assert_load_stored_once(self, load, timeout=180):
-        """Every acknowledged span and log record is stored exactly once; nothing unsent is."""
+    def assert_load_stored_once(self, load, timeout=180, min_logs=0):
+        """Every acknowledged span and log record is stored, and nothing unsent is. The store's
+        span key makes a repeated span impossible to store, so exactly-once is proven on the log
+        records, which have no key and are never resent: `min_logs` of them must have been
+        acknowledged for the check to mean something."""
+        self.assertGreaterEqual(len(load.acked_logs), min_logs, "too few acknowledged log records to check exactly-once")
         self.assertTrue(self.writer.wait_for(lambda w: load.acked_spans <= set(w.span_ids()), timeout=timeout),
                         "%d acknowledged spans never reached the store\nwriter:\n%s\nacceptor:\n%s"
                         % (len(load.acked_spans - set(self.writer.span_ids())), self.writer.read_log()[-3000:],
@@ -196,7 +253,7 @@ class SoakCase(unittest.TestCase):
         for process in (self.writer, self.acceptor):
             with open(process.log_path, "rb") as f:
                 text = f.read().decode(errors="replace")
-            for sign in ("Fatal error", "SIGBUS", "WARNING: ThreadSanitizer", "ERROR: AddressSanitizer"):
+            for sign in ("Fatal error", "Program crashed", "SIGBUS", "WARNING: ThreadSanitizer", "ERROR: AddressSanitizer"):
                 self.assertNotIn(sign, text, "%s's log: %s" % (process.name, text[text.find(sign) - 200:text.find(sign) + 2000]))
 
 
@@ -206,6 +263,7 @@ class TestKillSoak(SoakCase):
 
     def test_kill_9_of_writer_acceptor_or_both_loses_nothing_and_stores_once(self):
         seed = int(os.environ.get("SIGNALDB_SEED", random.randrange(1 << 30)))
+        print("\nkill -9 soak: seed %d (SIGNALDB_SEED replays it)" % seed)
         rng = random.Random(seed)
         load = Load(self.acceptor, rng.randrange(1 << 30))
         load.start()
@@ -214,6 +272,7 @@ class TestKillSoak(SoakCase):
         try:
             for cycle in range(KILLS):
                 time.sleep(rng.uniform(0.2, 1.2))
+                self.assert_alive("writer", "acceptor")
                 victim = ["writer", "acceptor", "both"][cycle % 3] if cycle < 3 else rng.choice(list(victims))
                 victims[victim] += 1
                 down = [s for s in ("writer", "acceptor") if victim in (s, "both")]
@@ -225,7 +284,7 @@ class TestKillSoak(SoakCase):
         finally:
             load.finish()
         self.assertGreater(len(load.acked_spans), 50 * min(KILLS, 8))
-        self.assert_load_stored_once(load)
+        self.assert_load_stored_once(load, min_logs=50 * min(KILLS, 8))
         self.assert_clean_logs()
         print("\nsoak: kill -9 seed %d: %d cycles %s in %.0f s, %d spans and %d log records acknowledged (%d and %d sent), "
               "each stored once, none from nowhere; %s"
@@ -233,19 +292,22 @@ class TestKillSoak(SoakCase):
                  len(load.sent_spans), len(load.sent_logs), self.recovery_summary()))
 
 
-@unittest.skipUnless(IS_ROOT, "power cuts need root (a loop-mounted ext4)")
+@unittest.skipIf(MOUNT_PROBLEM, "power cuts need a loop-mounted ext4: %s" % MOUNT_PROBLEM)
 class TestPowerCutSoak(SoakCase):
     """Each service's WAL (and the writer's store) on its own loop-mounted ext4, shut down with
     EXT4_IOC_SHUTDOWN (NOLOGFLUSH) under load: the acceptor's machine, the writer's, or both lose
     power. The processes on a cut filesystem are killed, it is remounted (the journal replays),
     and they start again."""
-    acceptor_env = {"ACCEPTOR_WAL_MAX_BYTES": "32MiB"}
-    writer_env = {"WRITER_STORE_BATCH_INTERVAL_SECONDS": "0.05", "WRITER_WAL_MAX_BYTES": "32MiB"}
+    acceptor_env = {"ACCEPTOR_WAL_MAX_BYTES": "32MiB", "ACCEPTOR_SHUTDOWN_TIMEOUT_SECONDS": "5"}
+    writer_env = {"WRITER_STORE_BATCH_INTERVAL_SECONDS": "0.05", "WRITER_WAL_MAX_BYTES": "32MiB",
+                  "WRITER_SHUTDOWN_TIMEOUT_SECONDS": "5"}
+    # How long a service on a dead disk may take to notice and exit: its shutdown timeout, the
+    # 10 s cancellation bound (the writer's plus its 1 s busy timeout), and slack for a loaded CI.
+    dead_disk_exit_bound = 5 + 11 + 14
 
     def prepare(self):
-        self.acceptor_fs = LoopExt4(os.path.join(self.tmp, "acceptor-fs"), 128)
-        self.writer_fs = LoopExt4(os.path.join(self.tmp, "writer-fs"), 256)
-        self.mounts += [self.acceptor_fs, self.writer_fs]
+        self.acceptor_fs = self.mounted(LoopExt4(os.path.join(self.tmp, "acceptor-fs"), 128))
+        self.writer_fs = self.mounted(LoopExt4(os.path.join(self.tmp, "writer-fs"), 256))
 
     def writer_dir(self):
         return self.writer_fs.mountpoint
@@ -255,22 +317,39 @@ class TestPowerCutSoak(SoakCase):
 
     def test_power_cut_of_writer_acceptor_or_both_loses_nothing_acknowledged(self):
         seed = int(os.environ.get("SIGNALDB_SEED", random.randrange(1 << 30)))
+        print("\npower-cut soak: seed %d (SIGNALDB_SEED replays it)" % seed)
         rng = random.Random(seed)
         load = Load(self.acceptor, rng.randrange(1 << 30))
         load.start()
         victims = {"writer": 0, "acceptor": 0, "both": 0}
+        dead_disk_exits = []
         started = time.monotonic()
         try:
             for cycle in range(CUTS):
                 time.sleep(rng.uniform(0.3, 1.5))
+                self.assert_alive("writer", "acceptor")
                 victim = ["writer", "acceptor", "both"][cycle % 3] if cycle < 3 else rng.choice(list(victims))
                 victims[victim] += 1
                 down = [s for s in ("writer", "acceptor") if victim in (s, "both")]
                 for s in down:
                     getattr(self, s + "_fs").cut()
-                # Up to a second with the process alive on a dead disk (every write fails with
-                # EIO): it must fail its WAL and refuse, not crash, before the power goes.
-                time.sleep(rng.choice([0, 0, rng.uniform(0, 1)]))
+                if victim != "both" and (cycle < 2 or rng.random() < 0.3):
+                    # The disk died but the process lives on it (every write fails with EIO):
+                    # the next append's flush fails, the WAL fails, and the service must exit
+                    # with status 1 after draining its listeners, not crash (a signal) or hang.
+                    # Under load both always append (the writer takes the acceptor's forwards).
+                    process = getattr(self, victim)
+                    t0 = time.monotonic()
+                    try:
+                        code = process.proc.wait(timeout=self.dead_disk_exit_bound)
+                    except subprocess.TimeoutExpired:
+                        self.fail("%s did not exit within %d s of its disk dying:\n%s"
+                                  % (victim, self.dead_disk_exit_bound, process.read_log()))
+                    self.assertEqual(code, 1, "%s on a dead disk ended with %s, not 1:\n%s" % (victim, code, process.read_log()))
+                    dead_disk_exits.append(time.monotonic() - t0)
+                else:
+                    # The power goes at once, or after up to a second on the dead disk.
+                    time.sleep(rng.choice([0, rng.uniform(0, 1)]))
                 for s in down:
                     getattr(self, s).kill()
                 for s in down:
@@ -280,12 +359,12 @@ class TestPowerCutSoak(SoakCase):
         finally:
             load.finish()
         self.assertGreater(len(load.acked_spans), 50 * min(CUTS, 3))
-        self.assert_load_stored_once(load)
+        self.assert_load_stored_once(load, min_logs=50 * min(CUTS, 3))
         self.assert_clean_logs()
         print("\nsoak: power cuts seed %d: %d cuts %s in %.0f s, %d spans and %d log records acknowledged, each stored once, "
-              "none from nowhere; %s"
+              "none from nowhere; %d left on a dead disk exited 1 after %.1f-%.1f s; %s"
               % (seed, CUTS, victims, time.monotonic() - started, len(load.acked_spans), len(load.acked_logs),
-                 self.recovery_summary()))
+                 len(dead_disk_exits), min(dead_disk_exits), max(dead_disk_exits), self.recovery_summary()))
 
 
 class Prober:
@@ -360,6 +439,8 @@ class TestWriterOutage(SoakCase):
         try:
             self.assertTrue(prober.wait_for_status(503, 60), "the backlog bound was never reached: %s" % prober.statuses)
             bound_after = time.monotonic() - outage_started
+            self.assertGreater(self.acceptor.metric_sum("signaldb_acceptor_backpressure_total", reason="backlog_full"), 0,
+                               "the 503s were not the backlog bound")
             time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - outage_started)))
             self.assertIsNone(self.acceptor.proc.poll(), "the acceptor stayed up through the outage")
             backlog = self.acceptor.metric_sum("signalwal_live_bytes")
@@ -373,7 +454,7 @@ class TestWriterOutage(SoakCase):
         self.assertTrue(prober.retry_after and all(r and int(r) >= 1 for r in prober.retry_after), prober.retry_after)
         load.acked_spans |= prober.acked_spans
         load.sent_spans |= prober.sent_spans
-        self.assert_load_stored_once(load)
+        self.assert_load_stored_once(load, min_logs=20)
         drained = time.monotonic() - drain_started
         deadline = time.time() + 60
         while time.time() < deadline and self.acceptor.metric_sum("signaldb_acceptor_forward_lag_records") > 0:
@@ -384,7 +465,7 @@ class TestWriterOutage(SoakCase):
               % (outage, bound_after, prober.statuses, sorted(prober.retry_after), backlog / 2**20, drained, len(load.acked_spans)))
 
 
-@unittest.skipUnless(IS_ROOT, "a read-only store needs root (chattr on a loop-mounted ext4)")
+@unittest.skipIf(MOUNT_PROBLEM, "a read-only store needs chattr on a loop-mounted ext4: %s" % MOUNT_PROBLEM)
 class TestStoreReadOnly(SoakCase):
     """The store's files turn read-only under load (`chattr +i` on the database and its -wal, on
     a loop-mounted ext4: writes through the open descriptors fail with EPERM, as on a volume
@@ -392,8 +473,7 @@ class TestStoreReadOnly(SoakCase):
     the data in its WAL; afterwards every acknowledged span is stored once."""
 
     def prepare(self):
-        self.store_fs = LoopExt4(os.path.join(self.tmp, "writer", "store"), 256)
-        self.mounts.append(self.store_fs)
+        self.store_fs = self.mounted(LoopExt4(os.path.join(self.tmp, "writer", "store"), 256))
 
     def set_immutable(self, on):
         for name in ("signaldb.sqlite", "signaldb.sqlite-wal"):
@@ -413,21 +493,21 @@ class TestStoreReadOnly(SoakCase):
             failures = self.writer.metric_sum("signaldb_writer_store_commit_failures_total")
             self.assertGreater(failures, 0, self.writer.read_log())
             time.sleep(2)
-            ready_while_ro = self.writer.is_ready()
+            ready_while_ro = readyz_status(self.writer)
             self.assertIsNone(self.writer.proc.poll(), "the writer stayed up")
             self.set_immutable(False)
             time.sleep(1.5)
         finally:
             self.set_immutable(False)
             load.finish()
-        self.assertFalse(ready_while_ro, "/readyz must say not ready while the store fails")
-        self.assert_load_stored_once(load)
+        self.assertEqual(ready_while_ro, 503, "/readyz must say not ready while the store fails")
+        self.assert_load_stored_once(load, min_logs=20)
         self.assertTrue(self.writer.wait_for(lambda w: w.is_ready(), timeout=60), "ready again once the store is writable")
         print("\nsoak: read-only store: %d commit failures, not ready meanwhile, %d spans acknowledged, each stored once"
               % (failures, len(load.acked_spans)))
 
 
-@unittest.skipUnless(IS_ROOT, "a full disk needs root (a small tmpfs)")
+@unittest.skipIf(MOUNT_PROBLEM, "a full disk needs a small tmpfs: %s" % MOUNT_PROBLEM)
 class TestAcceptorWALDiskFull(SoakCase):
     """The acceptor's WAL on an 8 MiB tmpfs, the writer away, the backlog bound far above the
     disk: appends meet a full disk. The acceptor answers 503 (HTTP) and UNAVAILABLE (gRPC) with
@@ -435,8 +515,7 @@ class TestAcceptorWALDiskFull(SoakCase):
     acceptor_env = {"ACCEPTOR_WAL_SEGMENT_BYTES": "1MiB", "ACCEPTOR_WAL_MAX_BYTES": "1GiB"}
 
     def prepare(self):
-        self.wal_fs = Tmpfs(os.path.join(self.tmp, "acceptor-wal"), "8m")
-        self.mounts.append(self.wal_fs)
+        self.wal_fs = self.mounted(Tmpfs(os.path.join(self.tmp, "acceptor-wal"), "8m"))
 
     def test_full_wal_disk_answers_503_and_resumes_when_space_returns(self):
         self.writer.kill()
@@ -474,11 +553,11 @@ class TestAcceptorWALDiskFull(SoakCase):
         self.assert_load_stored_once(prober)
         self.assert_clean_logs()
         print("\nsoak: acceptor WAL disk full: %d rounds, %s, Retry-After %s, resumed %.2f s max after space returned; "
-              "%d spans acknowledged, each stored once" % (DISK_FULL_ROUNDS, prober.statuses, sorted(prober.retry_after),
+              "%d spans acknowledged, every one stored" % (DISK_FULL_ROUNDS, prober.statuses, sorted(prober.retry_after),
                                                            max(rounds), len(prober.acked_spans)))
 
 
-@unittest.skipUnless(IS_ROOT, "a full disk needs root (a small tmpfs)")
+@unittest.skipIf(MOUNT_PROBLEM, "a full disk needs a small tmpfs: %s" % MOUNT_PROBLEM)
 class TestWriterWALDiskFull(SoakCase):
     """The writer's WAL on an 8 MiB tmpfs and its store locked by another connection, the WAL's
     bound far above the disk: the writer's appends meet a full disk. It refuses forwards
@@ -490,8 +569,7 @@ class TestWriterWALDiskFull(SoakCase):
     acceptor_env = {"ACCEPTOR_WAL_MAX_BYTES": "64MiB"}
 
     def prepare(self):
-        self.wal_fs = Tmpfs(os.path.join(self.tmp, "writer", "wal"), "8m")
-        self.mounts.append(self.wal_fs)
+        self.wal_fs = self.mounted(Tmpfs(os.path.join(self.tmp, "writer", "wal"), "8m"))
 
     def test_full_writer_wal_disk_refuses_forwards_and_loses_nothing(self):
         prober = Prober(self.acceptor)
@@ -504,7 +582,10 @@ class TestWriterWALDiskFull(SoakCase):
                 time.sleep(0.2)
             full = self.writer.metric_sum("signalwal_out_of_space_errors_total")
             self.assertGreater(full, 0, self.writer.read_log())
-            time.sleep(1)
+            acked_when_full = prober.statuses.get(200, 0)
+            time.sleep(1.5)
+            self.assertGreater(prober.statuses.get(200, 0), acked_when_full,
+                               "the acceptor kept acknowledging (into its own WAL) while the writer refused")
             self.assertIsNone(self.writer.proc.poll(), "the writer stayed up on a full disk")
             self.assertEqual(self.writer.metric_sum("signalwal_failed"), 0, "a full disk is not a failed WAL")
             self.assertGreater(self.acceptor.metric_sum("signaldb_acceptor_forward_failures_total"), 0)
@@ -516,7 +597,7 @@ class TestWriterWALDiskFull(SoakCase):
             prober.finish()
         self.assert_load_stored_once(prober)
         self.assert_clean_logs()
-        print("\nsoak: writer WAL disk full: %d out-of-space refusals, acceptor %s, %d spans acknowledged, each stored once"
+        print("\nsoak: writer WAL disk full: %d out-of-space refusals, acceptor %s, %d spans acknowledged, every one stored"
               % (full, prober.statuses, len(prober.acked_spans)))
 
 
@@ -525,7 +606,7 @@ class TestSigtermSoak(SoakCase):
     bound, and nothing acknowledged is lost."""
     acceptor_env = {"ACCEPTOR_SHUTDOWN_TIMEOUT_SECONDS": "10"}
     writer_env = {"WRITER_STORE_BATCH_INTERVAL_SECONDS": "0.05", "WRITER_SHUTDOWN_TIMEOUT_SECONDS": "10"}
-    bound = 10 + 5  # the shutdown timeout, plus process start-up and exit slack
+    bound = 10 + 10 + 5  # the shutdown timeout, the cancellation bound, and slack for a loaded CI
 
     def test_sigterm_under_load_repeated_loses_nothing_and_exits_in_bound(self):
         rng = random.Random(int(os.environ.get("SIGNALDB_SEED", "17")))
@@ -547,7 +628,7 @@ class TestSigtermSoak(SoakCase):
                     self.restart(s)
         finally:
             load.finish()
-        self.assert_load_stored_once(load)
+        self.assert_load_stored_once(load, min_logs=50)
         print("\nsoak: SIGTERM under load: %d cycles, exit p50 %.2f s max %.2f s (bound %d s), %d spans acknowledged, "
               "each stored once; %s" % (SIGTERMS, statistics.median(exits), max(exits), self.bound, len(load.acked_spans),
                                          self.recovery_summary()))
