@@ -413,11 +413,12 @@ class Prober:
         self.stop.set()
         self.thread.join()
 
-    def wait_for_status(self, status, timeout):
+    def wait_for_status(self, status, timeout, more_than=0):
+        """True once more than `more_than` answers had `status`."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             with self.lock:
-                if self.statuses.get(status):
+                if self.statuses.get(status, 0) > more_than:
                     return True
             time.sleep(0.05)
         return False
@@ -522,11 +523,17 @@ class TestAcceptorWALDiskFull(SoakCase):
         prober = Prober(self.acceptor)
         acked, sent, rounds = set(), set(), []
         for round_ in range(DISK_FULL_ROUNDS):
-            self.wal_fs.remount("size=%dm" % (8 + 8 * round_))
+            # Each round the filesystem shrinks back to 8 MiB above what the WAL holds by now
+            # (the writer is away, so it only grows), and the prober fills it again.
+            fs = os.statvfs(self.wal_fs.mountpoint)
+            used_mib = ((fs.f_blocks - fs.f_bfree) * fs.f_frsize + (1 << 20) - 1) >> 20
+            self.wal_fs.remount("size=%dm" % (used_mib + 8))
+            refused_before = prober.statuses.get(503, 0)
             prober.stop.clear()
             prober.start()
             try:
-                self.assertTrue(prober.wait_for_status(503, 60), "never refused: %s\n%s" % (prober.statuses, self.acceptor.read_log()))
+                self.assertTrue(prober.wait_for_status(503, 60, more_than=refused_before),
+                                "never refused: %s\n%s" % (prober.statuses, self.acceptor.read_log()))
                 self.assertTrue(any(r and int(r) >= 1 for r in prober.retry_after), prober.retry_after)
                 self.assertEqual(self.acceptor.metric_sum("signalwal_failed"), 0, "a full disk is not a failed WAL")
                 with grpc.insecure_channel(self.acceptor.grpc_target) as channel:
@@ -542,7 +549,7 @@ class TestAcceptorWALDiskFull(SoakCase):
             out_of_space = self.acceptor.metric_sum("signaldb_acceptor_backpressure_total", reason="out_of_space")
             self.assertGreater(out_of_space, 0)
             # Space returns: the same acceptor takes requests again without a restart.
-            self.wal_fs.remount("size=%dm" % (256 + 8 * round_))
+            self.wal_fs.remount("size=%dm" % (used_mib + 256))
             resumed = time.monotonic()
             deadline = time.time() + 60
             while time.time() < deadline and prober.post_once() != 200:
