@@ -292,6 +292,10 @@ final class StoreCommitter: Service, Sendable {
                     logger.critical("the store's progress is past the writer's: stopping so that start-up reconciles again", metadata: ["error": "\(error)"])
                     throw error
                 }
+                // A failed WAL is final until the process reopens it: retrying the store here
+                // (on the same dead disk, often) would leave a writer that can take nothing and
+                // never exits. The batch is not checkpointed, so the next start commits it.
+                if let failure = wal.failure { throw failure }
                 if attempt == 1 {
                     failing.store(true, ordering: .relaxed)
                     metrics.storeFailing(true)
