@@ -311,6 +311,57 @@ final class WriterTests: XCTestCase {
                 events: "[]", links: "[]", receivedAtUnixNano: 1)
     }
 
+    /// A store whose every commit fails, counting the attempts.
+    final class FailingStore: Store {
+        let commits = Atomic<Int>(0)
+        func progress() throws -> StoreProgress { .empty }
+        func commit(_ rows: StoreRows, progress: StoreProgress) throws -> CommitOutcome {
+            commits.add(1, ordering: .relaxed)
+            throw CocoaError(.fileWriteUnknown)
+        }
+        func close() throws {}
+    }
+
+    /// S4's retries end when the WAL fails: with the WAL and the store on one dead disk the
+    /// committer retried the store forever, a writer that took nothing and never exited (the
+    /// pipeline's power-cut soak). The batch is not checkpointed, so the next start stores it.
+    func testAFailedWALEndsTheCommitterWhileTheStoreFails() async throws {
+        let wal = try await openWAL()
+        defer { Syscall.setFaultHook(nil) }
+        _ = try await wal.append(WriterRecord(acceptorID: "a", acceptorLSN: 1, envelope: Array(Self.envelope(1, size: 100))).encoded())
+        let store = FailingStore()
+        let committer = StoreCommitter(wal: wal, store: store, marks: AcceptorMarks(),
+                                       batching: CommitBatching(rows: 100, records: 10, interval: .milliseconds(10), backoffMax: .milliseconds(200)),
+                                       deadLetters: DeadLetters(walDirectory: directory + "/wal", logger: Logger(label: "test")),
+                                       health: Health(), metrics: WriterMetrics(), maxBacklogBytes: 1 << 30,
+                                       committed: 0, progress: .empty, logger: Logger(label: "test"))
+        let run = Task { try await committer.run() }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while store.commits.load(ordering: .relaxed) < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        XCTAssertGreaterThanOrEqual(store.commits.load(ordering: .relaxed), 2, "the store's commit was retried")
+        Syscall.setFaultHook { operation, _ in operation == .fdatasync || operation == .pwrite ? .fail(errno: EIO) : nil }
+        do {
+            _ = try await wal.append([1, 2, 3])
+            XCTFail("the append after EIO must fail")
+        } catch {}
+        XCTAssertNotNil(wal.failure)
+        let ended = Task {
+            try await Task.sleep(for: .seconds(20))
+            run.cancel()
+        }
+        do {
+            try await run.value
+            XCTFail("the committer returned instead of throwing the WAL's failure")
+        } catch let error as WALError {
+            XCTAssertEqual(error, wal.failure, "it ends with the WAL's failure")
+        } catch {
+            XCTFail("the committer ended with \(error), not the WAL's failure (cancelled after 20 s: it kept retrying the store)")
+        }
+        ended.cancel()
+        Syscall.setFaultHook(nil)
+        try? await wal.close()
+    }
+
     func testStoreCommitsRowsAndProgressTogetherAndSkipsRepeatedSpans() throws {
         let path = directory + "/s.sqlite"
         var store: SQLiteStore? = try SQLiteStore(path: path)
