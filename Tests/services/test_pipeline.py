@@ -449,7 +449,11 @@ class TestStoreOutage(PipelineTestCase):
                         and self.acceptor.metric_sum("signaldb_acceptor_forward_failures_total") > 0:
                     break
             self.assertGreater(self.writer.metric_sum("signaldb_writer_backpressure_total"), 0, self.writer.read_log())
-            self.assertGreater(self.writer.metric_sum("signaldb_writer_store_commit_failures_total", reason="busy"), 0)
+            # A release build reaches the bound before its first commit has waited out the busy
+            # timeout: wait for that failure rather than read the counter at once.
+            self.assertTrue(self.writer.wait_for(
+                lambda w: w.metric_sum("signaldb_writer_store_commit_failures_total", reason="busy") > 0, timeout=20),
+                "no busy commit failure counted")
             self.assertEqual(self.writer.metric_sum("signaldb_writer_store_failing"), 1)
             self.assertFalse(self.writer.is_ready(), "/readyz must say not ready while the store fails")
             self.assertEqual(len(self.writer.query("SELECT 1 FROM spans")), 0, "nothing committed past the lock")
