@@ -95,6 +95,11 @@ def markdown(res):
                          "met" if ratio >= S1_TARGET else "NOT met", fmt(group["requests_per_second"]),
                          fmt(base["requests_per_second"]), ratio * 100,
                          "" if ratio >= S1_TARGET else " (%.0f points short)" % ((S1_TARGET - ratio) * 100)))
+        loads = [r["loadavg_1m_after"] for r in rows if "loadavg_1m_after" in r]
+        if loads:
+            L.append("- The machine's 1-minute load average after each S1 point ranged %.1f-%.1f (2 cores: the "
+                     "server and wrk alone make about 2; more means other work on the shared VM, such as another "
+                     "checkout's build)." % (min(loads), max(loads)))
         L.append("- Beside it, " + ENGINE_P1 + ". The engine's figure is 1 KiB records from 64 threads in one "
                  "process with no HTTP; the acceptor's group rows add HTTP/1.1, decoding and the envelope, and "
                  "share the 2 cores with wrk.")
@@ -133,8 +138,10 @@ def markdown(res):
                 h["writer_lag_seconds_max"], fmt(h["p50_ms"], 2), fmt(h["p99_ms"], 2), "yes" if h["bounded"] else "**no**"))
         L.append("")
         L.append("Bounded means: over the hold, the backlog (acceptor forward lag + writer store lag, in records, "
-                 "sampled every second from `/metrics`) grows by less than 2% of the arrival rate (least-squares "
-                 "slope) and ends below 2 s of arrivals.")
+                 "sampled every second from `/metrics`) grows by less than one store transaction's worth of records "
+                 "(%d; least-squares slope x hold seconds; the backlog is a sawtooth of up to that much) and ends "
+                 "below 2 s of arrivals. A rate above the drain rate grows it by (rate - drain) x hold seconds, "
+                 "far past that." % s3["store_batch_records"])
         L.append("")
         if s3.get("ratio_to_ceiling") is not None:
             r = s3["ratio_to_ceiling"]
@@ -179,11 +186,11 @@ def markdown(res):
                  "(`WRITER_WAL_MAX_BYTES=8GiB`) and the acceptor forwarded the whole backlog. RSS = VmRSS sampled "
                  "every 100 ms from the start until the forward lag reached 0.")
         L.append("")
-        L.append("| backlog (WAL on disk) | records | start to /readyz | peak RSS until ready | peak RSS while forwarding | backlog forwarded in |")
+        L.append("| backlog (WAL live bytes; dir on disk) | records | start to /readyz | peak RSS until ready | peak RSS while forwarding | backlog forwarded in |")
         L.append("|---|---|---|---|---|---|")
         for r in res["s4"]:
-            L.append("| %s MiB | %s | %.2f s | %.0f MiB | %.0f MiB | %s |" % (
-                fmt(r["backlog_mib"]), fmt(r["backlog_records"]), r["ready_seconds"], r["peak_rss_mib_until_ready"],
+            L.append("| %s MiB; %s MiB | %s | %.2f s | %.0f MiB | %.0f MiB | %s |" % (
+                fmt(r["backlog_mib"]), fmt(r.get("wal_dir_mib")), fmt(r["backlog_records"]), r["ready_seconds"], r["peak_rss_mib_until_ready"],
                 r["peak_rss_mib_while_forwarding"], ("%.1f s" % r["forwarded_in_seconds"]) if r["forwarded_in_seconds"] is not None else "not within 180 s"))
         L.append("")
 
