@@ -16,7 +16,8 @@ S5  peak RSS under sustained load (from S1 and S3).
 
 Writes docs/bench/services-results.{json,md,svg}; the Makefile target puts the Markdown section
 into BENCHMARKS.md. Knobs (environment): BENCH_SECONDS (per S1/S2 point, default 10),
-BENCH_HOLD_SECONDS (S3 hold, default 60), BENCH_SECTIONS (default "S1,S3,S2,S4"),
+BENCH_HOLD_SECONDS (S3 hold, default 60), BENCH_SECTIONS (default "S1,S3,S2,S4,S1b"; S1b: the S1 target point again, the three servers
+alternating, 3 rounds), BENCH_MERGE=1 (add the sections to the existing results JSON),
 BENCH_PYTHON (a python with opentelemetry-sdk), BENCH_CONNECTIONS (default 1,16,64,256),
 BENCH_S4_MIB (default 256,1024), BENCH_OUT (another output folder; BENCHMARKS.md is then not touched).
 """
@@ -45,7 +46,7 @@ OUT = os.environ.get("BENCH_OUT", DEFAULT_OUT)  # elsewhere: BENCHMARKS.md is le
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 HOLD_SECONDS = int(os.environ.get("BENCH_HOLD_SECONDS", "60"))
-SECTIONS = os.environ.get("BENCH_SECTIONS", "S1,S3,S2,S4").split(",")
+SECTIONS = os.environ.get("BENCH_SECTIONS", "S1,S3,S2,S4,S1b").split(",")
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,16,64,256").split(",")]
 SPANS = [1, 10, 100]
 PYTHON = os.environ.get("BENCH_PYTHON", os.path.join(ROOT, ".venv-services", "bin", "python"))
@@ -284,6 +285,37 @@ def s1(results, scratch, bodies):
             shutil.rmtree(svc.wal_dir, ignore_errors=True)
     results["s1"] = rows
     return rows
+
+
+def s1_alternating(results, scratch, bodies, rounds=3):
+    """The S1 target point (10 spans, 64 connections) again, the three servers started together
+    and loaded in turn, `rounds` times: drift on a shared machine hits all three alike."""
+    dead_writer = free_port()
+    servers = []
+    try:
+        for label, kind, durability in [("no-WAL handler (baseline)", "baseline", "group"),
+                                        ("acceptor, durability none", "acceptor", "none"),
+                                        ("acceptor, durability group", "acceptor", "group")]:
+            svc = start_acceptor(kind, scratch, dead_writer, durability, ACCEPTOR_WAL_MAX_BYTES="64GiB")
+            svc.label = label
+            servers.append(svc)
+        body = bodies[10]
+        for svc in servers:
+            run_wrk(svc.http_port, body["path"], 16, 2)
+        rows = []
+        for rnd in range(1, rounds + 1):
+            for svc in servers:
+                r = run_wrk(svc.http_port, body["path"], 64, SECONDS)
+                rps = r["ok"] / r["seconds"]
+                rows.append({"round": rnd, "server": svc.label, "spans_per_request": 10, "connections": 64,
+                             "requests_per_second": rps, "non2xx": r["non2xx"], "p50_ms": r["p50_us"] / 1000,
+                             "p99_ms": r["p99_us"] / 1000, "loadavg_1m_after": os.getloadavg()[0]})
+                log("S1b round %d %-28s %9.0f req/s p50 %.2f ms p99 %.2f ms" % (rnd, svc.label, rps, r["p50_us"] / 1000, r["p99_us"] / 1000))
+        results["s1_alternating"] = rows
+    finally:
+        for svc in servers:
+            svc.stop()
+            shutil.rmtree(svc.wal_dir, ignore_errors=True)
 
 
 def run_h2load(port, body_path, connections, seconds, scratch):
@@ -566,7 +598,12 @@ def main():
         with open(os.path.join(OUT, "services-results.json"), "w") as f:
             json.dump(results, f, indent=1, sort_keys=True)
 
-    for name, fn in (("S1", s1), ("S3", s3), ("S2", s2), ("S4", s4)):
+    if os.environ.get("BENCH_MERGE") and os.path.exists(os.path.join(OUT, "services-results.json")):
+        # Adds the sections run now to an earlier run's results (which keep their date and commit).
+        earlier = json.load(open(os.path.join(OUT, "services-results.json")))
+        earlier.setdefault("merged_later", []).append({"sections": SECTIONS, "date": results["date"], "commit": results["commit"]})
+        results = earlier
+    for name, fn in (("S1", s1), ("S3", s3), ("S2", s2), ("S4", s4), ("S1b", s1_alternating)):
         if name in SECTIONS:
             log("--- %s" % name)
             try:

@@ -95,6 +95,26 @@ def markdown(res):
                          "met" if ratio >= S1_TARGET else "NOT met", fmt(group["requests_per_second"]),
                          fmt(base["requests_per_second"]), ratio * 100,
                          "" if ratio >= S1_TARGET else " (%.0f points short)" % ((S1_TARGET - ratio) * 100)))
+        alt = res.get("s1_alternating")
+        if alt:
+            rounds = sorted({r["round"] for r in alt})
+            ratios = []
+            L.append("- The target point again, the three servers started together and loaded in turn (baseline, none, "
+                     "group; %d s each), %d rounds, so drift on the shared machine hits all three alike:" % (res["seconds_per_point"], len(rounds)))
+            L.append("")
+            L.append("  | round | baseline req/s | none req/s | group req/s | group / baseline | group p50 / p99 ms |")
+            L.append("  |---|---|---|---|---|---|")
+            for rnd in rounds:
+                by = {r["server"]: r for r in alt if r["round"] == rnd}
+                b, n, g = (by.get(x) for x in SERVERS)
+                ratio = g["requests_per_second"] / b["requests_per_second"]
+                ratios.append(ratio)
+                L.append("  | %d | %s | %s | %s | %.0f%% | %s / %s |" % (rnd, fmt(b["requests_per_second"]), fmt(n["requests_per_second"]),
+                                                                   fmt(g["requests_per_second"]), ratio * 100, fmt(g["p50_ms"], 2), fmt(g["p99_ms"], 2)))
+            L.append("")
+            med = sorted(ratios)[len(ratios) // 2]
+            L.append("  Median group / baseline over the rounds: **%.0f%%** (%s)." % (
+                med * 100, "target met" if med >= S1_TARGET else "target NOT met"))
         loads = [r["loadavg_1m_after"] for r in rows if "loadavg_1m_after" in r]
         if loads:
             L.append("- The machine's 1-minute load average after each S1 point ranged %.1f-%.1f (2 cores: the "
