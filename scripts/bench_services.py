@@ -126,13 +126,15 @@ class Service:
     def metric(self, prefix, **labels):
         return metric_sum(self.metrics(), prefix, **labels)
 
-    def rss_kib(self):
+    def rss_kib(self, field="VmRSS"):
+        """VmRSS (all resident pages, including mapped WAL segment pages: file-backed, reclaimable) or
+        RssAnon (the process's own heap and stacks)."""
         if self.proc is None:
             return 0
         try:
             with open("/proc/%d/status" % self.proc.pid) as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field + ":"):
                         return int(line.split()[1])
         except OSError:
             pass
@@ -170,6 +172,7 @@ class RSSSampler:
     def __init__(self, services):
         self.services = services
         self.peak = {s.name: 0 for s in services}
+        self.peak_anon = {s.name: 0 for s in services}
         self.stop_flag = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -177,6 +180,7 @@ class RSSSampler:
         while not self.stop_flag.is_set():
             for s in self.services:
                 self.peak[s.name] = max(self.peak[s.name], s.rss_kib())
+                self.peak_anon[s.name] = max(self.peak_anon[s.name], s.rss_kib("RssAnon"))
             time.sleep(0.1)
 
     def __enter__(self):
@@ -305,11 +309,13 @@ def s1_alternating(results, scratch, bodies, rounds=3):
         rows = []
         for rnd in range(1, rounds + 1):
             for svc in servers:
-                r = run_wrk(svc.http_port, body["path"], 64, SECONDS)
+                with RSSSampler([svc]) as rss:
+                    r = run_wrk(svc.http_port, body["path"], 64, SECONDS)
                 rps = r["ok"] / r["seconds"]
                 rows.append({"round": rnd, "server": svc.label, "spans_per_request": 10, "connections": 64,
                              "requests_per_second": rps, "non2xx": r["non2xx"], "p50_ms": r["p50_us"] / 1000,
-                             "p99_ms": r["p99_us"] / 1000, "loadavg_1m_after": os.getloadavg()[0]})
+                             "p99_ms": r["p99_us"] / 1000, "loadavg_1m_after": os.getloadavg()[0],
+                             "peak_rss_mib": rss.peak[svc.name] / 1024, "peak_rss_anon_mib": rss.peak_anon[svc.name] / 1024})
                 log("S1b round %d %-28s %9.0f req/s p50 %.2f ms p99 %.2f ms" % (rnd, svc.label, rps, r["p50_us"] / 1000, r["p99_us"] / 1000))
         results["s1_alternating"] = rows
     finally:
@@ -530,6 +536,7 @@ def s4(results, scratch, bodies):
                 time.sleep(0.01)
             ready = svc.wait_ready(ports=(http, grpc))
             rss_at_ready = rss.peak["acceptor"]
+            anon_at_ready = rss.peak_anon["acceptor"]
             wr = start_writer(scratch, port=writer_port, WRITER_WAL_MAX_BYTES="8GiB", WRITER_WAL_SEGMENT_BYTES="128MiB")
             t0 = time.monotonic()
             drained = None
@@ -539,8 +546,9 @@ def s4(results, scratch, bodies):
                     break
                 time.sleep(0.5)
         row = {"backlog_mib": backlog_bytes / (1 << 20), "wal_dir_mib": on_disk / (1 << 20), "backlog_records": records, "spans_per_record": 100,
-               "ready_seconds": ready, "peak_rss_mib_until_ready": rss_at_ready / 1024,
-               "peak_rss_mib_while_forwarding": rss.peak["acceptor"] / 1024, "forwarded_in_seconds": drained}
+               "ready_seconds": ready, "peak_rss_mib_until_ready": rss_at_ready / 1024, "peak_rss_anon_mib_until_ready": anon_at_ready / 1024,
+               "peak_rss_mib_while_forwarding": rss.peak["acceptor"] / 1024, "forwarded_in_seconds": drained,
+               "peak_rss_anon_mib_while_forwarding": rss.peak_anon["acceptor"] / 1024, "body_bytes": body["bytes"]}
         out.append(row)
         log("S4 backlog %.0f MiB (%d records): ready in %.2f s, peak RSS %.0f MiB, forwarded in %s s" % (
             row["backlog_mib"], records, ready, row["peak_rss_mib_while_forwarding"], drained))

@@ -206,12 +206,14 @@ def markdown(res):
                  "(`WRITER_WAL_MAX_BYTES=8GiB`) and the acceptor forwarded the whole backlog. RSS = VmRSS sampled "
                  "every 100 ms from the start until the forward lag reached 0.")
         L.append("")
-        L.append("| backlog (WAL live bytes; dir on disk) | records | start to /readyz | peak RSS until ready | peak RSS while forwarding | backlog forwarded in |")
+        L.append("| backlog (WAL live bytes; dir on disk) | records (x %s B bodies) | start to /readyz | peak RSS until ready (anon) | peak RSS while forwarding (anon) | backlog forwarded in |" % fmt(res["body_bytes"]["100"]))
         L.append("|---|---|---|---|---|---|")
+        anon = lambda r, k: (" (%.0f)" % r[k]) if k in r else ""
         for r in res["s4"]:
-            L.append("| %s MiB; %s MiB | %s | %.2f s | %.0f MiB | %.0f MiB | %s |" % (
+            L.append("| %s MiB; %s MiB | %s | %.2f s | %.0f MiB%s | %.0f MiB%s | %s |" % (
                 fmt(r["backlog_mib"]), fmt(r.get("wal_dir_mib")), fmt(r["backlog_records"]), r["ready_seconds"], r["peak_rss_mib_until_ready"],
-                r["peak_rss_mib_while_forwarding"], ("%.1f s" % r["forwarded_in_seconds"]) if r["forwarded_in_seconds"] is not None else "not within 180 s"))
+                anon(r, "peak_rss_anon_mib_until_ready"), r["peak_rss_mib_while_forwarding"], anon(r, "peak_rss_anon_mib_while_forwarding"),
+                ("%.1f s" % r["forwarded_in_seconds"]) if r["forwarded_in_seconds"] is not None else "not within 180 s"))
         L.append("")
 
     L.append("### S5: memory under sustained load")
@@ -223,6 +225,12 @@ def markdown(res):
             if peaks:
                 L.append("- %s, S1 at 64 connections (1/10/100 spans): peak RSS %.0f MiB; over all S1 points (up to 256 connections) %.0f MiB." % (
                     s, max(peaks), max(allp)))
+    alt = res.get("s1_alternating") or []
+    for sv in SERVERS:
+        a = [r for r in alt if r["server"] == sv and "peak_rss_anon_mib" in r]
+        if a:
+            L.append("- %s, S1b (10 spans, 64 connections, %d rounds): peak VmRSS %.0f MiB, of it anonymous (RssAnon: heap, stacks) %.0f MiB; the rest is file-backed pages (mapped WAL segments, the binary), which the kernel can reclaim." % (
+                sv, len(a), max(r["peak_rss_mib"] for r in a), max(r["peak_rss_anon_mib"] for r in a)))
     if s3 and s3.get("holds"):
         for h in s3["holds"]:
             L.append("- S3 hold at %.0f%% of drain (64 connections, %d s): acceptor %.0f MiB, writer %.0f MiB peak RSS." % (
