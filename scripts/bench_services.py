@@ -18,6 +18,7 @@ Writes docs/bench/services-results.{json,md,svg}; the Makefile target puts the M
 into BENCHMARKS.md. Knobs (environment): BENCH_SECONDS (per S1/S2 point, default 10),
 BENCH_HOLD_SECONDS (S3 hold, default 60), BENCH_SECTIONS (default "S1,S3,S2,S4,S1b"; S1b: the S1 target point again, the three servers
 alternating, 3 rounds), BENCH_MERGE=1 (add the sections to the existing results JSON),
+BENCH_S3_FRACTIONS (fractions of the saturation drain rate to hold, first bounded wins; default 0.9,0.8,0.7,0.6),
 BENCH_PYTHON (a python with opentelemetry-sdk), BENCH_CONNECTIONS (default 1,16,64,256),
 BENCH_S4_MIB (default 256,1024), BENCH_OUT (another output folder; BENCHMARKS.md is then not touched).
 """
@@ -452,7 +453,7 @@ def s3(results, scratch, bodies):
     # Hold a fraction of the drain rate for HOLD_SECONDS; bounded = the backlog does not grow.
     holds = []
     c = 64
-    for fraction in [0.9, 0.8, 0.7, 0.6]:
+    for fraction in [float(f) for f in os.environ.get("BENCH_S3_FRACTIONS", "0.9,0.8,0.7,0.6").split(",")]:
         target = fraction * drain
         req_rate = target / spans
         acc, wr = pipeline()
@@ -611,6 +612,10 @@ def main():
         earlier = json.load(open(os.path.join(OUT, "services-results.json")))
         earlier.setdefault("merged_later", []).append({"sections": SECTIONS, "date": results["date"], "commit": results["commit"]})
         results = earlier
+        keys = {"S1": "s1", "S3": "s3", "S2": "s2", "S4": "s4", "S1b": "s1_alternating"}
+        for name in SECTIONS:
+            if keys.get(name) in results:  # what the section measured before stays, under earlier_runs
+                results.setdefault("earlier_runs", {}).setdefault(keys[name], []).append(results.pop(keys[name]))
     for name, fn in (("S1", s1), ("S3", s3), ("S2", s2), ("S4", s4), ("S1b", s1_alternating)):
         if name in SECTIONS:
             log("--- %s" % name)

@@ -163,6 +163,15 @@ def markdown(res):
                  "below 2 s of arrivals. A rate above the drain rate grows it by (rate - drain) x hold seconds, "
                  "far past that." % s3["store_batch_records"])
         L.append("")
+        for e in (res.get("earlier_runs") or {}).get("s3", []):
+            eb = [h for h in e.get("holds", []) if h["bounded"]]
+            L.append("- An earlier S3 of this run: ceiling %s spans/s, drain under saturation %s spans/s, %s." % (
+                fmt(e["ceiling"]["spans_per_second"]), fmt(e.get("saturation", {}).get("drain_spans_per_second")),
+                "; ".join("held %.0f%% of drain = %s spans/s (%.0f%% of its ceiling): %s" % (
+                    h["fraction_of_drain"] * 100, fmt(h["held_spans_per_second"]),
+                    100 * h["held_spans_per_second"] / e["ceiling"]["spans_per_second"], "bounded" if h["bounded"] else "growing")
+                          for h in e.get("holds", []))))
+        L.append("")
         if s3.get("ratio_to_ceiling") is not None:
             r = s3["ratio_to_ceiling"]
             L.append("- **S3 target (sustained at least 70%% of the ceiling): %s** — %s of %s spans/s = %.0f%%%s." % (
