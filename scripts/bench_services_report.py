@@ -51,6 +51,11 @@ def markdown(res):
              "carries a new trace id (`scripts/bench/otlp_post.lua` rewrites it), so the writer stores every span." % (
                  fmt(int(b["1"])), fmt(int(b["10"])), fmt(int(b["100"]))))
     L.append("")
+    if res.get("merged_later"):
+        L.append("Sections re-run later the same way (`BENCH_MERGE=1 BENCH_SECTIONS=...`), their numbers replacing the "
+                 "first run's, which stay in the JSON under `earlier_runs`: " + "; ".join(
+                     "%s at %s on %s" % (",".join(m["sections"]), m["date"], m["commit"]) for m in res["merged_later"]) + ".")
+        L.append("")
     failures = res.get("failures") or {}
     if failures:
         L.append("**Sections that failed in this run:** " + "; ".join("%s: `%s`" % kv for kv in failures.items()))
