@@ -153,14 +153,15 @@ def markdown(res):
                          fmt(sat["accepted_spans_per_second"]), fmt(sat["drain_spans_per_second"]),
                          100 * sat["drain_spans_per_second"] / ce["spans_per_second"], fmt(sat["backlog_at_end_records"])))
         L.append("")
-        L.append("| held load | wrk delay/conn | achieved spans/s | vs ceiling | backlog slope (records/s) | backlog max / end (records) | writer lag max | p50 / p99 ms | bounded? |")
-        L.append("|---|---|---|---|---|---|---|---|---|")
+        L.append("| held load | wrk delay/conn | achieved spans/s | vs ceiling | backlog slope (records/s) | backlog max / end (records) | writer lag max | p50 / p99 ms | load avg after | bounded? |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
         for h in s3.get("holds", []):
-            L.append("| %.0f%% of drain, %d s | %d ms x %d | %s | %.0f%% | %.1f | %s / %s | %.1f s | %s / %s | %s |" % (
+            L.append("| %.0f%% of drain, %d s | %d ms x %d | %s | %.0f%% | %.1f | %s / %s | %.1f s | %s / %s | %s | %s |" % (
                 h["fraction_of_drain"] * 100, res.get("hold_seconds", 60), h["delay_ms"], h["connections"],
                 fmt(h["held_spans_per_second"]), 100 * h["held_spans_per_second"] / ce["spans_per_second"],
                 h["backlog_growth_records_per_second"], fmt(h["backlog_max_records"]), fmt(h["backlog_end_records"]),
-                h["writer_lag_seconds_max"], fmt(h["p50_ms"], 2), fmt(h["p99_ms"], 2), "yes" if h["bounded"] else "**no**"))
+                h["writer_lag_seconds_max"], fmt(h["p50_ms"], 2), fmt(h["p99_ms"], 2), fmt(h.get("loadavg_1m_after"), 1),
+                "yes" if h["bounded"] else "**no**"))
         L.append("")
         L.append("Bounded means: over the hold, the backlog (acceptor forward lag + writer store lag, in records, "
                  "sampled every second from `/metrics`) grows by less than one store transaction's worth of records "
@@ -172,9 +173,10 @@ def markdown(res):
             eb = [h for h in e.get("holds", []) if h["bounded"]]
             L.append("- An earlier S3 of this run: ceiling %s spans/s, drain under saturation %s spans/s, %s." % (
                 fmt(e["ceiling"]["spans_per_second"]), fmt(e.get("saturation", {}).get("drain_spans_per_second")),
-                "; ".join("held %.0f%% of drain = %s spans/s (%.0f%% of its ceiling): %s" % (
+                "; ".join("held %.0f%% of drain = %s spans/s (%.0f%% of its ceiling, load average %s after): %s" % (
                     h["fraction_of_drain"] * 100, fmt(h["held_spans_per_second"]),
-                    100 * h["held_spans_per_second"] / e["ceiling"]["spans_per_second"], "bounded" if h["bounded"] else "growing")
+                    100 * h["held_spans_per_second"] / e["ceiling"]["spans_per_second"], fmt(h.get("loadavg_1m_after"), 1),
+                    "bounded" if h["bounded"] else "growing")
                           for h in e.get("holds", []))))
         L.append("")
         if s3.get("ratio_to_ceiling") is not None:
