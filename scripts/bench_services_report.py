@@ -95,11 +95,17 @@ def markdown(res):
         base, group = find(rows, SERVERS[0], 10, 64), find(rows, SERVERS[2], 10, 64)
         if base and group:
             ratio = group["requests_per_second"] / base["requests_per_second"]
-            L.append("- **S1 target (durable at 64 connections at least 80%% of the no-WAL handler's requests/s, "
-                     "10-span requests): %s** — %s of %s req/s = %.0f%%%s." % (
-                         "met" if ratio >= S1_TARGET else "NOT met", fmt(group["requests_per_second"]),
-                         fmt(base["requests_per_second"]), ratio * 100,
-                         "" if ratio >= S1_TARGET else " (%.0f points short)" % ((S1_TARGET - ratio) * 100)))
+            if res.get("s1_alternating"):
+                L.append("- S1 target point in this sequential table (durable at 64 connections vs the no-WAL handler, "
+                         "10-span requests): %s of %s req/s = %.0f%%. The verdict comes from the alternating check "
+                         "below, which is not exposed to drift between the servers' turns." % (
+                             fmt(group["requests_per_second"]), fmt(base["requests_per_second"]), ratio * 100))
+            else:
+                L.append("- **S1 target (durable at 64 connections at least 80%% of the no-WAL handler's requests/s, "
+                         "10-span requests): %s** — %s of %s req/s = %.0f%%%s." % (
+                             "met" if ratio >= S1_TARGET else "NOT met", fmt(group["requests_per_second"]),
+                             fmt(base["requests_per_second"]), ratio * 100,
+                             "" if ratio >= S1_TARGET else " (%.0f points short)" % ((S1_TARGET - ratio) * 100)))
         alt = res.get("s1_alternating")
         if alt:
             rounds = sorted({r["round"] for r in alt})
@@ -118,8 +124,10 @@ def markdown(res):
                                                                    fmt(g["requests_per_second"]), ratio * 100, fmt(g["p50_ms"], 2), fmt(g["p99_ms"], 2)))
             L.append("")
             med = sorted(ratios)[len(ratios) // 2]
-            L.append("  Median group / baseline over the rounds: **%.0f%%** (%s)." % (
-                med * 100, "target met" if med >= S1_TARGET else "target NOT met"))
+            L.append("- **S1 target (durable at 64 connections at least 80%% of the no-WAL handler's requests/s, "
+                     "10-span requests): %s** — median group / baseline over the alternating rounds %.0f%%%s." % (
+                         "met" if med >= S1_TARGET else "NOT met", med * 100,
+                         "" if med >= S1_TARGET else " (%.0f points short)" % ((S1_TARGET - med) * 100)))
         loads = [r["loadavg_1m_after"] for r in rows if "loadavg_1m_after" in r]
         if loads:
             L.append("- The machine's 1-minute load average after each S1 point ranged %.1f-%.1f (2 cores: the "
