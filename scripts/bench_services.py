@@ -257,35 +257,44 @@ def run_wrk(port, body, connections, seconds, delay_ms=0):
 
 
 def s1(results, scratch, bodies):
-    """The acceptor over HTTP: baseline, none, group."""
+    """The acceptor over HTTP: baseline, none, group. The three servers run side by side and each
+    point loads them in turn (baseline, none, group), so drift on a shared machine (another
+    build, page cache, CPU frequency) hits the three alike; only the loaded one does work."""
     rows = []
     dead_writer = free_port()  # nothing listens: see the notes (the writer is not running in S1/S2)
-    for label, kind, durability in [("no-WAL handler (baseline)", "baseline", "group"),
-                                    ("acceptor, durability none", "acceptor", "none"),
-                                    ("acceptor, durability group", "acceptor", "group")]:
-        svc = start_acceptor(kind, scratch, dead_writer, durability, ACCEPTOR_WAL_MAX_BYTES="64GiB")
-        try:
-            for spans in SPANS:
-                body = bodies[spans]
+    servers = []
+    try:
+        for label, kind, durability in [("no-WAL handler (baseline)", "baseline", "group"),
+                                        ("acceptor, durability none", "acceptor", "none"),
+                                        ("acceptor, durability group", "acceptor", "group")]:
+            svc = start_acceptor(kind, scratch, dead_writer, durability, ACCEPTOR_WAL_MAX_BYTES="64GiB")
+            svc.label, svc.kind, svc.durability = label, kind, durability
+            servers.append(svc)
+        for spans in SPANS:
+            body = bodies[spans]
+            for svc in servers:
                 run_wrk(svc.http_port, body["path"], 16, 2)  # warm-up
-                for c in CONNECTIONS:
+            for c in CONNECTIONS:
+                for svc in servers:
                     before = svc.metric("signaldb_acceptor_items_accepted_total")
                     with RSSSampler([svc]) as rss:
                         r = run_wrk(svc.http_port, body["path"], c, SECONDS)
                     after = svc.metric("signaldb_acceptor_items_accepted_total")
                     rps = r["ok"] / r["seconds"]
-                    row = {"server": label, "kind": kind, "durability": durability if kind == "acceptor" else None,
+                    row = {"server": svc.label, "kind": svc.kind, "durability": svc.durability if svc.kind == "acceptor" else None,
                            "transport": "http", "spans_per_request": spans, "body_bytes": body["bytes"],
                            "connections": c, "requests": r["requests"], "non2xx": r["non2xx"],
                            "socket_errors": r["errors_connect"] + r["errors_read"] + r["errors_write"] + r["errors_timeout"],
                            "seconds": r["seconds"], "requests_per_second": rps, "spans_per_second": rps * spans,
                            "mb_per_second": rps * body["bytes"] / 1e6, "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
                            "spans_counted_by_server": after - before, "peak_rss_mib": rss.peak[svc.name] / 1024,
-                           "loadavg_1m_after": os.getloadavg()[0]}
+                           "peak_rss_anon_mib": rss.peak_anon[svc.name] / 1024, "loadavg_1m_after": os.getloadavg()[0],
+                           "interleaved": True}
                     rows.append(row)
-                    log("S1 %-28s spans=%-3d c=%-3d %9.0f req/s p50 %.2f ms p99 %.2f ms non2xx %d rss %.0f MiB" % (
-                        label, spans, c, rps, row["p50_ms"], row["p99_ms"], r["non2xx"], row["peak_rss_mib"]))
-        finally:
+                    log("S1 %-28s spans=%-3d c=%-3d %9.0f req/s p50 %.2f ms p99 %.2f ms non2xx %d rss %.0f MiB (anon %.0f)" % (
+                        svc.label, spans, c, rps, row["p50_ms"], row["p99_ms"], r["non2xx"], row["peak_rss_mib"], row["peak_rss_anon_mib"]))
+    finally:
+        for svc in servers:
             svc.stop()
             shutil.rmtree(svc.wal_dir, ignore_errors=True)
     results["s1"] = rows
