@@ -65,7 +65,11 @@ def markdown(res):
         rows = res["s1"]
         L.append("### S1: acceptor, OTLP/HTTP protobuf (wrk, closed loop)")
         L.append("")
-        L.append("`wrk -t2 -cC -d%ds --latency` (`-t1` at 1 connection). Three servers, each started fresh: "
+        interleaved = all(r.get("interleaved") for r in rows)
+        L.append("`wrk -t2 -cC -d%ds --latency` (`-t1` at 1 connection). " % res["seconds_per_point"] + (
+                 "Three servers, started together and left running side by side; each point loads them in turn "
+                 "(baseline, none, group, back to back), so drift on the shared machine hits the three alike: "
+                 if interleaved else "Three servers, each started fresh and measured one after the other: ") +
                  "**baseline** = `signaldb-bench-baseline`, the acceptor's own HTTP receiver and `Ingestor` "
                  "(headers, body collection, decompression check, `OTLPDecoder.decode`, envelope encoding) with the "
                  "envelope discarded instead of appended; **none** = `signaldb-acceptor` with "
@@ -74,7 +78,7 @@ def markdown(res):
                  "in S1/S2: the forwarder retries against a closed port with backoff, and the WAL's bound is raised "
                  "(`ACCEPTOR_WAL_MAX_BYTES=64GiB`) so nothing is refused; a writer draining on the same 2 cores "
                  "would take CPU from the acceptor in the WAL rows only and skew the ratios (S3 measures the "
-                 "pipeline with the writer). Ratio = group requests/s over baseline requests/s, same run." % res["seconds_per_point"])
+                 "pipeline with the writer). Ratio = group requests/s over baseline requests/s, same run.")
         L.append("")
         L.append("| spans/req (body) | conns | baseline req/s | none req/s | group req/s | **group / baseline** | group spans/s | group MB/s | p50 / p99 ms baseline | p50 / p99 ms none | p50 / p99 ms group | non-2xx |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -96,10 +100,10 @@ def markdown(res):
         if base and group:
             ratio = group["requests_per_second"] / base["requests_per_second"]
             if res.get("s1_alternating"):
-                L.append("- S1 target point in this sequential table (durable at 64 connections vs the no-WAL handler, "
-                         "10-span requests): %s of %s req/s = %.0f%%. The verdict comes from the alternating check "
-                         "below, which is not exposed to drift between the servers' turns." % (
-                             fmt(group["requests_per_second"]), fmt(base["requests_per_second"]), ratio * 100))
+                L.append("- S1 target point in this table (durable at 64 connections vs the no-WAL handler, "
+                         "10-span requests): %s of %s req/s = %.0f%%, one %d s turn each. The verdict comes from the "
+                         "alternating check below (three rounds of the same point)." % (
+                             fmt(group["requests_per_second"]), fmt(base["requests_per_second"]), ratio * 100, res["seconds_per_point"]))
             else:
                 L.append("- **S1 target (durable at 64 connections at least 80%% of the no-WAL handler's requests/s, "
                          "10-span requests): %s** — %s of %s req/s = %.0f%%%s." % (
