@@ -110,6 +110,25 @@ def markdown(res):
                              "met" if ratio >= S1_TARGET else "NOT met", fmt(group["requests_per_second"]),
                              fmt(base["requests_per_second"]), ratio * 100,
                              "" if ratio >= S1_TARGET else " (%.0f points short)" % ((S1_TARGET - ratio) * 100)))
+        for e in (res.get("earlier_runs") or {}).get("s1", []):
+            eb, eg = find(e, SERVERS[0], 10, 64), find(e, SERVERS[2], 10, 64)
+            if eb and eg:
+                eloads = [r["loadavg_1m_after"] for r in e if "loadavg_1m_after" in r]
+                L.append("- An earlier S1 of this run (%s; load average %.1f-%.1f): at the target point group %s vs baseline %s req/s = %.0f%%. Its whole table:" % (
+                    "interleaved" if all(r.get("interleaved") for r in e) else "the servers one after the other",
+                    min(eloads), max(eloads), fmt(eg["requests_per_second"]), fmt(eb["requests_per_second"]),
+                    100 * eg["requests_per_second"] / eb["requests_per_second"]))
+                L.append("")
+                L.append("  | spans/req | conns | baseline req/s | none req/s | group req/s | group / baseline | group p50 / p99 ms |")
+                L.append("  |---|---|---|---|---|---|---|")
+                for spans in (1, 10, 100):
+                    for c in sorted({r["connections"] for r in e}):
+                        b_, n_, g_ = (find(e, x, spans, c) for x in SERVERS)
+                        if b_ and n_ and g_:
+                            L.append("  | %d | %d | %s | %s | %s | %.0f%% | %s / %s |" % (
+                                spans, c, fmt(b_["requests_per_second"]), fmt(n_["requests_per_second"]), fmt(g_["requests_per_second"]),
+                                100 * g_["requests_per_second"] / b_["requests_per_second"], fmt(g_["p50_ms"], 2), fmt(g_["p99_ms"], 2)))
+                L.append("")
         alt = res.get("s1_alternating")
         if alt:
             rounds = sorted({r["round"] for r in alt})
