@@ -338,6 +338,26 @@ def svg(res):
             out.append('<rect x="%d" y="%d" width="%.1f" height="18" fill="%s"/>' % (x0 + 230, y, w, color))
             out.append('<text x="%d" y="%d">%s</text>' % (x0, y + 13, label))
             out.append('<text x="%.1f" y="%d">%s (%.0f%% of ceiling)</text>' % (x0 + 235 + w, y + 13, fmt(v), 100 * v / s3["ceiling"]["spans_per_second"]))
+    alt = res.get("s1_alternating") or []
+    if alt:
+        x0, y0 = 20, 610
+        out.append('<text x="%d" y="%d" font-weight="bold">S1b, the target point (10 spans, 64 connections), servers alternating: requests/s</text>' % (x0, y0))
+        top = max(r["requests_per_second"] for r in alt) or 1
+        for rnd in sorted({r["round"] for r in alt}):
+            by = {r["server"]: r for r in alt if r["round"] == rnd}
+            y = y0 + 10 + (rnd - 1) * 30
+            out.append('<text x="%d" y="%d">round %d</text>' % (x0, y + 17, rnd))
+            for k, sv in enumerate(SERVERS):
+                r = by.get(sv)
+                if not r:
+                    continue
+                w = 230 * r["requests_per_second"] / top
+                bx = x0 + 60 + k * 250
+                out.append('<rect x="%d" y="%d" width="%.1f" height="10" fill="%s"><title>%s: %.0f req/s</title></rect>' % (
+                    bx, y + 8, w, COLORS[k], sv, r["requests_per_second"]))
+            if by.get(SERVERS[0]) and by.get(SERVERS[2]):
+                out.append('<text x="%d" y="%d" fill="#1565c0">group / baseline %.0f%%</text>' % (
+                    x0 + 820, y + 17, 100 * by[SERVERS[2]]["requests_per_second"] / by[SERVERS[0]]["requests_per_second"]))
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
