@@ -38,7 +38,7 @@ def markdown(res):
     L.append("Run: %s, commit %s, machine: %d cores (the same shared VM class as below; the load generator runs on "
              "the same 2 cores as the service), kernel %s, %d s per S1/S2 point, scratch `%s` on `%s`. Raw numbers: "
              "`docs/bench/services-results.json`, chart `docs/bench/services-results.svg`, this section "
-             "`docs/bench/services-results.md`; the run took %.0f s." % (
+             "`docs/bench/services-results.md`; the first run took %.0f s." % (
                  res["date"], res["commit"], res["cores"], res["kernel"], res["seconds_per_point"],
                  os.path.relpath(res["scratch"], ROOT) if res["scratch"].startswith(ROOT) else res["scratch"],
                  res["disk"].split()[0] if res.get("disk") else "?", res.get("total_seconds", 0)))
@@ -54,7 +54,8 @@ def markdown(res):
     if res.get("merged_later"):
         L.append("Sections re-run later the same way (`BENCH_MERGE=1 BENCH_SECTIONS=...`), their numbers replacing the "
                  "first run's, which stay in the JSON under `earlier_runs`: " + "; ".join(
-                     "%s at %s on %s" % (",".join(m["sections"]), m["date"], m["commit"]) for m in res["merged_later"]) + ".")
+                     "%s at %s on %s%s" % (",".join(m["sections"]), m["date"], m["commit"],
+                                           (", %.0f s" % m["seconds"]) if "seconds" in m else "") for m in res["merged_later"]) + ".")
         L.append("")
     failures = res.get("failures") or {}
     if failures:
