@@ -184,7 +184,8 @@ bench: deps
 # receivers with the WAL append replaced by a discarding sink: the no-WAL ceiling), on free
 # ports in .run/bench-services. Writes docs/bench/services-results.{json,md,svg} and puts the
 # Markdown at the top of BENCHMARKS.md's sections. About 20 minutes; BENCH_SECONDS per point,
-# BENCH_HOLD_SECONDS for the end-to-end hold, BENCH_SECTIONS (S1,S3,S2,S4) to run fewer.
+# BENCH_HOLD_SECONDS for the end-to-end hold, BENCH_SECTIONS (S1,S3,S2,S4,S1b) to run fewer;
+# the other knobs are in the script's docstring.
 BENCH_PYTHON ?= $(CURDIR)/$(VENV)/bin/python
 # 10 s per point unless BENCH_SECONDS is given (make bench's default, 5, is for the engine).
 SERVICE_BENCH_SECONDS = $(if $(filter command line environment,$(origin BENCH_SECONDS)),$(BENCH_SECONDS),10)
