@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: crash-test power-cut-test soak soak-services soak-services-sanitized fuzz fuzz-merge fuzz-ingest run demo engine-demo run-acceptor test test-plain test-services test-deploy service-venvs sanitize bench deps build clean
+.PHONY: bench-services crash-test power-cut-test soak soak-services soak-services-sanitized fuzz fuzz-merge fuzz-ingest run demo engine-demo run-acceptor test test-plain test-services test-deploy service-venvs sanitize bench deps build clean
 
 # Installs the C libraries the build links when one is missing: liburing-dev (io_uring, the
 # engine), zlib1g-dev (the acceptor's gzip bodies) and libsqlite3-dev (the writer's store); with
@@ -203,6 +203,25 @@ bench: deps
 	swift build -c release --product signalwal-bench
 	mkdir -p docs/bench
 	.build/release/signalwal-bench compare --seconds $(BENCH_SECONDS) --output docs/bench | tee docs/bench/bench-results.md
+
+# The two services under load (issue 15; BENCHMARKS.md's "Services" section): wrk and h2load
+# against release builds of the acceptor, the writer and signaldb-bench-baseline (the acceptor's
+# receivers with the WAL append replaced by a discarding sink: the no-WAL ceiling), on free
+# ports in .run/bench-services. Writes docs/bench/services-results.{json,md,svg} and puts the
+# Markdown at the top of BENCHMARKS.md's sections. About 20 minutes; BENCH_SECONDS per point,
+# BENCH_HOLD_SECONDS for the end-to-end hold, BENCH_SECTIONS (S1,S3,S2,S4,S1b) to run fewer;
+# the other knobs are in the script's docstring.
+BENCH_PYTHON ?= $(CURDIR)/$(VENV)/bin/python
+# 10 s per point unless BENCH_SECONDS is given (make bench's default, 5, is for the engine).
+SERVICE_BENCH_SECONDS = $(if $(filter command line environment,$(origin BENCH_SECONDS)),$(BENCH_SECONDS),10)
+bench-services: deps
+	@if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client; \
+	  else echo "the service benchmark needs wrk and h2load: sudo apt-get install -y wrk nghttp2-client"; exit 1; fi; \
+	fi
+	@[ -x "$(BENCH_PYTHON)" ] || $(MAKE) service-venvs
+	for p in signaldb-acceptor signaldb-writer signaldb-bench-baseline; do swift build -c release --product $$p || exit 1; done
+	BENCH_SECONDS=$(SERVICE_BENCH_SECONDS) BENCH_PYTHON=$(BENCH_PYTHON) python3 scripts/bench_services.py
 
 clean:
 	rm -rf .build .build-tsan .build-asan .build-fuzz .wal

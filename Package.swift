@@ -176,6 +176,10 @@ if !engineOnly {
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         .executableTarget(name: "signaldb-writer", dependencies: ["SignalDBWriter", "SignalDBService"]),
+        // Benchmark-only, not a product (`make bench-services`): the acceptor's receivers with a
+        // discarding sink instead of the WAL, and the store's direct-insert ceiling.
+        .executableTarget(name: "signaldb-bench-baseline",
+                          dependencies: ["SignalDBAcceptor", "SignalDBService", "SignalDBIngest", "SignalDBStore"]),
         .testTarget(
             name: "SignalDBServiceTests",
             dependencies: ["SignalDBIngest", "SignalDBService", "SignalDBAcceptor", "OTLPProto", "SignalDBProto", "SignalWAL", "CZlib",

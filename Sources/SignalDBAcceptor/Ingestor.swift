@@ -20,11 +20,17 @@ public final class Ingestor: Sendable {
     let decodeBudget: DecodeBudget
     let logger: Logger
     let backpressure: BackpressureLog
+    /// Where an accepted envelope goes: the WAL's append, which returns once the envelope is
+    /// durable under the configured policy. Only the benchmarks' baseline
+    /// (``BenchmarkBaseline``, `make bench-services`) passes another, which discards it.
+    let append: @Sendable ([UInt8]) async throws -> LSN
 
     init(wal: WAL, keys: APIKeys?, limiter: TenantLimiter, space: FreeSpaceGuard, health: Health,
-         metrics: AcceptorMetrics, maxRequestBytes: Int, decodeBudget: DecodeBudget, logger: Logger) {
+         metrics: AcceptorMetrics, maxRequestBytes: Int, decodeBudget: DecodeBudget, logger: Logger,
+         append: (@Sendable ([UInt8]) async throws -> LSN)? = nil) {
         self.decodeBudget = decodeBudget
         self.wal = wal
+        self.append = append ?? { envelope in try await wal.append(envelope) }
         self.keys = keys
         self.limiter = limiter
         self.space = space
@@ -95,7 +101,7 @@ public final class Ingestor: Sendable {
         }
         let lsn: LSN
         do {
-            lsn = try await wal.append(envelope)
+            lsn = try await append(envelope)
         } catch let error as WALError {
             throw mapWALError(error)
         } catch is CancellationError {
