@@ -110,7 +110,7 @@ SANITIZER ?= thread
 soak-services-sanitized: deps service-venvs
 	for p in signaldb-acceptor signaldb-writer signalwal; do swift build --sanitize=$(SANITIZER) --scratch-path .build-$(SANITIZER)-services --product $$p || exit 1; done
 	cd Tests/services && SIGNALWAL_REDUCED=1 SIGNALDB_BUILD=$(CURDIR)/.build-$(SANITIZER)-services/debug \
-	  TSAN_OPTIONS=halt_on_error=1 ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 ../../$(VENV)/bin/python -m unittest -v test_soak test_badinput
+	  TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/Tests/services/tsan-services.supp ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 ../../$(VENV)/bin/python -m unittest -v test_soak test_badinput
 
 # The deployment files (deploy/: Dockerfile, compose, Kubernetes, Prometheus config and
 # alerts), validated since no Docker engine or cluster runs here: yamllint, the compose spec's
