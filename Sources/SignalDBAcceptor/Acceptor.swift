@@ -62,6 +62,21 @@ public enum Acceptor {
         return walConfiguration
     }
 
+    /// The OTLP/gRPC listener over an ingestor; the benchmarks' baseline serves the same one
+    /// over a discarding ingestor.
+    static func grpcReceiver(settings: AcceptorSettings, ingestor: Ingestor) -> GRPCServer<HTTP2ServerTransport.Posix> {
+        GRPCServer(
+            transport: .http2NIOPosix(
+                address: settings.grpcAddress.grpcBindAddress,
+                transportSecurity: .plaintext,
+                config: .defaults {
+                    // Without this the Python SDK's gzip gets UNIMPLEMENTED.
+                    $0.compression.enabledAlgorithms = .all
+                    $0.rpc.maxRequestPayloadSize = settings.maxRequestBytes
+                }),
+            services: [OTLPGRPCService(ingestor: ingestor)])
+    }
+
     static func runAfterAdmin(settings: AcceptorSettings, health: Health, metrics: AcceptorMetrics, keys: APIKeys?,
                               scrape: ScrapeHook, adminWatch: AdminWatch, logger: Logger) async throws {
         health.setDetail("recovering the WAL in \(settings.walDirectory)")
@@ -91,16 +106,7 @@ public enum Acceptor {
 
         let http = HTTPReceiver.make(address: settings.httpAddress, ingestor: ingestor, maxRequestBytes: settings.maxRequestBytes,
                                      idleTimeout: settings.httpIdleTimeout, logger: logger)
-        let grpcServer = GRPCServer(
-            transport: .http2NIOPosix(
-                address: settings.grpcAddress.grpcBindAddress,
-                transportSecurity: .plaintext,
-                config: .defaults {
-                    // Without this the Python SDK's gzip gets UNIMPLEMENTED.
-                    $0.compression.enabledAlgorithms = .all
-                    $0.rpc.maxRequestPayloadSize = settings.maxRequestBytes
-                }),
-            services: [OTLPGRPCService(ingestor: ingestor)])
+        let grpcServer = grpcReceiver(settings: settings, ingestor: ingestor)
 
         let writerTransport = try HTTP2ClientTransport.Posix(
             target: .dns(host: settings.writerAddress.host, port: settings.writerAddress.port),

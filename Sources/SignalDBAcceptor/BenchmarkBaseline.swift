@@ -38,15 +38,7 @@ public enum BenchmarkBaseline {
                                     append: { _ in discarded.count.add(1, ordering: .relaxed).newValue })
             let http = HTTPReceiver.make(address: settings.httpAddress, ingestor: ingestor, maxRequestBytes: settings.maxRequestBytes,
                                          idleTimeout: settings.httpIdleTimeout, logger: logger)
-            let grpcServer = GRPCServer(
-                transport: .http2NIOPosix(
-                    address: settings.grpcAddress.grpcBindAddress,
-                    transportSecurity: .plaintext,
-                    config: .defaults {
-                        $0.compression.enabledAlgorithms = .all
-                        $0.rpc.maxRequestPayloadSize = settings.maxRequestBytes
-                    }),
-                services: [OTLPGRPCService(ingestor: ingestor)])
+            let grpcServer = Acceptor.grpcReceiver(settings: settings, ingestor: ingestor)
             let group = ServiceGroup(configuration: .init(
                 services: [.init(service: watch), .init(service: GRPCServerService(grpcServer)), .init(service: http)],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
