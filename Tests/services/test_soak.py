@@ -167,6 +167,14 @@ def readyz_status(process):
         return e.code
 
 
+def pick_victim(cycle, rng, victims):
+    """The service(s) a kill or cut cycle takes down: each kind once in the first three cycles,
+    then at random; counted in `victims`. Returns the kind and the services, writer first."""
+    victim = ["writer", "acceptor", "both"][cycle % 3] if cycle < 3 else rng.choice(list(victims))
+    victims[victim] += 1
+    return victim, [s for s in ("writer", "acceptor") if victim in (s, "both")]
+
+
 class SoakCase(unittest.TestCase):
     """A writer and an acceptor in a scratch directory; helpers to restart them and check the
     store against what the clients were told."""
@@ -273,9 +281,7 @@ class TestKillSoak(SoakCase):
             for cycle in range(KILLS):
                 time.sleep(rng.uniform(0.2, 1.2))
                 self.assert_alive("writer", "acceptor")
-                victim = ["writer", "acceptor", "both"][cycle % 3] if cycle < 3 else rng.choice(list(victims))
-                victims[victim] += 1
-                down = [s for s in ("writer", "acceptor") if victim in (s, "both")]
+                victim, down = pick_victim(cycle, rng, victims)
                 for s in down:
                     getattr(self, s).kill()
                 time.sleep(rng.uniform(0, 0.5))
@@ -328,9 +334,7 @@ class TestPowerCutSoak(SoakCase):
             for cycle in range(CUTS):
                 time.sleep(rng.uniform(0.3, 1.5))
                 self.assert_alive("writer", "acceptor")
-                victim = ["writer", "acceptor", "both"][cycle % 3] if cycle < 3 else rng.choice(list(victims))
-                victims[victim] += 1
-                down = [s for s in ("writer", "acceptor") if victim in (s, "both")]
+                victim, down = pick_victim(cycle, rng, victims)
                 for s in down:
                     getattr(self, s + "_fs").cut()
                 if victim != "both" and (cycle < 2 or rng.random() < 0.3):
